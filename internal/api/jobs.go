@@ -1,0 +1,437 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/labstack/echo/v4"
+
+	"github.com/claudeq/claudeq/internal/cache"
+	"github.com/claudeq/claudeq/internal/claudeq"
+	"github.com/claudeq/claudeq/internal/queue"
+	"github.com/claudeq/claudeq/internal/task"
+)
+
+type chatBody struct {
+	Prompt        *string         `json:"prompt"`
+	Messages      json.RawMessage `json:"messages"`
+	Model         string          `json:"model"`
+	MaxTokens     *int            `json:"max_tokens"`
+	Temperature   *float64        `json:"temperature"`
+	TopP          *float64        `json:"top_p"`
+	TopK          *int            `json:"top_k"`
+	StopSequences []string        `json:"stop_sequences"`
+	System        json.RawMessage `json:"system"`
+	SessionID     string          `json:"session_id"`
+	Metadata      map[string]any  `json:"metadata"`
+	Cache         *bool           `json:"cache"`
+}
+
+type analyzeBody struct {
+	Content      string         `json:"content"`
+	Task         string         `json:"task"`
+	Instructions string         `json:"instructions"`
+	Model        string         `json:"model"`
+	MaxTokens    *int           `json:"max_tokens"`
+	Temperature  *float64       `json:"temperature"`
+	SessionID    string         `json:"session_id"`
+	Metadata     map[string]any `json:"metadata"`
+	Cache        *bool          `json:"cache"`
+}
+
+// analyzePrompts are the purpose-built system prompts of /analyze.
+var analyzePrompts = map[string]string{
+	"summarize": "You summarize documents. Give a faithful, concise summary of the content: the main points first, then important details. Do not add facts that are not in the content.",
+	"review":    "You are a careful reviewer. Review the content for correctness, clarity, risks and omissions. List concrete issues by severity, each with a suggested fix.",
+	"classify":  "You classify content. Answer with the single best category on the first line, then one sentence of justification. Use the categories given in the instructions when there are any.",
+	"extract":   "You extract structured information. Return the entities, facts, dates and figures found in the content as a JSON object, and nothing else.",
+	"sentiment": "You analyse sentiment. Answer with one of positive, negative, neutral or mixed on the first line, a confidence from 0 to 1 on the second, then a short explanation.",
+}
+
+// jobSpec is a validated job, ready to queue.
+type jobSpec struct {
+	kind      string
+	req       claudeq.MessageRequest
+	sessionID string
+	metadata  map[string]any
+	cacheBody *bool
+}
+
+func (s *Server) model(name string) (claudeq.Model, error) {
+	if name == "" {
+		name = s.opt.DefaultModel
+	}
+	m, ok := s.cat.Resolve(name)
+	if !ok {
+		return m, claudeq.Errorf(claudeq.KindInvalidRequest, "model: unknown model %q; use one of %s", name, strings.Join(s.cat.Names(), ", "))
+	}
+	return m, nil
+}
+
+func (s *Server) chat(c echo.Context) error {
+	var b chatBody
+	if err := s.readJSON(c, &b); err != nil {
+		return err
+	}
+	spec := jobSpec{kind: claudeq.JobChat, sessionID: b.SessionID, metadata: b.Metadata, cacheBody: b.Cache}
+	m, err := s.model(b.Model)
+	if err != nil {
+		return err
+	}
+	switch {
+	case b.Prompt != nil && len(b.Messages) > 0:
+		return claudeq.Errorf(claudeq.KindInvalidRequest, "prompt, messages: send one of them, not both")
+	case b.Prompt != nil:
+		if strings.TrimSpace(*b.Prompt) == "" {
+			return claudeq.Errorf(claudeq.KindInvalidRequest, "prompt: must not be empty")
+		}
+		spec.req.Messages, _ = json.Marshal([]map[string]string{{"role": "user", "content": *b.Prompt}})
+	case len(b.Messages) > 0 && string(b.Messages) != "null":
+		if spec.req.Messages, err = checkMessages(b.Messages); err != nil {
+			return err
+		}
+	default:
+		return claudeq.Errorf(claudeq.KindInvalidRequest, "prompt: required (or messages, for several turns)")
+	}
+	if spec.req.System, err = checkSystem(b.System); err != nil {
+		return err
+	}
+	if err := checkSampling(b.Temperature, b.TopP, b.TopK); err != nil {
+		return err
+	}
+	for i, ss := range b.StopSequences {
+		if ss == "" {
+			return fieldErr("stop_sequences."+itoa(i), "must not be empty")
+		}
+	}
+	spec.req.Model, spec.req.Temperature, spec.req.TopP, spec.req.TopK, spec.req.StopSequences = m.ID, b.Temperature, b.TopP, b.TopK, b.StopSequences
+	if spec.req.MaxTokens, err = checkMaxTokens(b.MaxTokens, s.opt.DefaultMaxTokens, m); err != nil {
+		return err
+	}
+	return s.submit(c, spec)
+}
+
+func (s *Server) analyze(c echo.Context) error {
+	var b analyzeBody
+	if err := s.readJSON(c, &b); err != nil {
+		return err
+	}
+	if strings.TrimSpace(b.Content) == "" {
+		return claudeq.Errorf(claudeq.KindInvalidRequest, "content: required")
+	}
+	sys, ok := analyzePrompts[b.Task]
+	if !ok {
+		return claudeq.Errorf(claudeq.KindInvalidRequest, "task: must be one of summarize, review, classify, extract, sentiment")
+	}
+	if len(b.Instructions) > 0 {
+		sys += "\n\nInstructions from the user: " + b.Instructions
+	}
+	m, err := s.model(b.Model)
+	if err != nil {
+		return err
+	}
+	if err := checkSampling(b.Temperature, nil, nil); err != nil {
+		return err
+	}
+	spec := jobSpec{kind: claudeq.JobAnalyze, sessionID: b.SessionID, metadata: b.Metadata, cacheBody: b.Cache}
+	spec.req.Model, spec.req.Temperature, spec.req.System = m.ID, b.Temperature, jsonString(sys)
+	spec.req.Messages, _ = json.Marshal([]map[string]string{{"role": "user", "content": b.Content}})
+	if spec.req.MaxTokens, err = checkMaxTokens(b.MaxTokens, s.opt.DefaultMaxTokens, m); err != nil {
+		return err
+	}
+	return s.submit(c, spec)
+}
+
+// submit answers from the cache or queues the job.
+func (s *Server) submit(c echo.Context, spec jobSpec) error {
+	if err := checkSession(spec.sessionID); err != nil {
+		return err
+	}
+	if err := checkMetadata(spec.metadata); err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	p := principalOf(c)
+	now := s.now().UTC()
+
+	body, err := json.Marshal(spec.req)
+	if err != nil {
+		return err
+	}
+	md, _ := json.Marshal(spec.metadata)
+	rh := sha256.Sum256([]byte(spec.kind + "\x00" + spec.sessionID + "\x00" + string(md) + "\x00" + cacheFlag(spec.cacheBody) + "\x00" + string(body)))
+	reqHash := hex.EncodeToString(rh[:])
+
+	id := randomID("job_", 15)
+	idemKey := c.Request().Header.Get("Idempotency-Key")
+	if idemKey != "" {
+		if len(idemKey) > 255 || strings.ContainsFunc(idemKey, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
+			return claudeq.Errorf(claudeq.KindInvalidRequest, "Idempotency-Key: 1 to 255 printable ASCII characters")
+		}
+		h := sha256.Sum256([]byte(p.UserID + "\x00" + idemKey))
+		id = "job_" + strings.ToLower(b32.EncodeToString(h[:15]))
+		if st, err := s.q.State(ctx, id); err == nil {
+			return s.replay(c, st, reqHash)
+		} else if claudeq.ErrorKind(err) != claudeq.KindNotFound {
+			return err
+		}
+	}
+
+	read, write := cacheModes(spec.cacheBody, c.Request().Header.Get("Cache-Control"))
+	var cacheKey string
+	if s.c.Enabled() && (read || write) {
+		cacheKey = cache.Key(p.UserID, body)
+	}
+	if read && cacheKey != "" {
+		if hit, err := s.c.Get(ctx, cacheKey); err == nil && hit != nil {
+			st := queue.State{ID: id, UserID: p.UserID, Status: claudeq.StatusSucceeded, Kind: spec.kind, Model: spec.req.Model,
+				RequestHash: reqHash, CacheKey: cacheKey, CreatedAt: now, FinishedAt: now}
+			if err := s.q.PutDone(ctx, st, min(s.opt.IdempotencyTTL, max(s.opt.CacheTTL, time.Minute))); err != nil {
+				return err
+			}
+			return c.JSON(http.StatusOK, s.viewCached(&st, hit))
+		} else if err != nil {
+			s.log.Warn("cache read failed; going upstream", "request_id", requestID(c), "err", err)
+		}
+	}
+	if !write {
+		cacheKey = ""
+	}
+	payload, err := json.Marshal(task.JobPayload{
+		ID: id, Kind: spec.kind, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID,
+		SessionID: spec.sessionID, Metadata: spec.metadata, Request: body, RequestHash: reqHash,
+		CacheKey: cacheKey, CreatedAt: now,
+	})
+	if err != nil {
+		return err
+	}
+	st, err := s.q.Submit(ctx, queue.Submission{
+		State:   queue.State{ID: id, UserID: p.UserID, Kind: spec.kind, Model: spec.req.Model, RequestHash: reqHash, CreatedAt: now},
+		Payload: payload, TTL: s.opt.JobStateTTL,
+		Options: []asynq.Option{asynq.MaxRetry(s.opt.JobMaxRetries), asynq.Timeout(s.opt.JobTimeout)},
+	})
+	if errors.Is(err, queue.ErrExists) {
+		return s.replay(c, st, reqHash)
+	}
+	if err != nil {
+		return err
+	}
+	return s.accepted(c, st)
+}
+
+func (s *Server) accepted(c echo.Context, st *queue.State) error {
+	url := "/api/claude/jobs/" + st.ID
+	c.Response().Header().Set("Location", url)
+	return c.JSON(http.StatusAccepted, map[string]any{"id": st.ID, "status": st.Status, "status_url": url})
+}
+
+// replay answers a repeated Idempotency-Key: the same job, or 422 when the
+// body differs.
+func (s *Server) replay(c echo.Context, st *queue.State, reqHash string) error {
+	if st.UserID != principalOf(c).UserID {
+		return claudeq.Errorf(claudeq.KindConflict, "Idempotency-Key conflict")
+	}
+	if st.RequestHash != reqHash {
+		return claudeq.Errorf(claudeq.KindUnprocessable, "Idempotency-Key was used with a different request body")
+	}
+	c.Response().Header().Set("Idempotent-Replayed", "true")
+	if !st.Status.Terminal() {
+		return s.accepted(c, st)
+	}
+	v, err := s.view(c.Request().Context(), st)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, v)
+}
+
+func cacheFlag(b *bool) string {
+	if b != nil && !*b {
+		return "nocache"
+	}
+	return ""
+}
+
+// cacheModes decides whether a request may read and write the cache:
+// "cache": false and Cache-Control: no-store do neither; Cache-Control:
+// no-cache skips the read but stores the fresh answer.
+func cacheModes(body *bool, cc string) (read, write bool) {
+	read, write = true, true
+	if body != nil && !*body {
+		return false, false
+	}
+	for _, d := range strings.Split(strings.ToLower(cc), ",") {
+		switch strings.TrimSpace(d) {
+		case "no-store":
+			read, write = false, false
+		case "no-cache":
+			read = false
+		}
+	}
+	return read, write
+}
+
+// jobView is the job as the API shows it.
+type jobView struct {
+	ID         string            `json:"id"`
+	Status     claudeq.Status    `json:"status"`
+	Kind       string            `json:"kind,omitempty"`
+	Model      string            `json:"model"`
+	Cached     bool              `json:"cached"`
+	Result     json.RawMessage   `json:"result"`
+	Text       string            `json:"text,omitempty"`
+	Usage      *claudeq.Usage    `json:"usage"`
+	Error      *claudeq.JobError `json:"error"`
+	Attempts   int               `json:"attempts"`
+	SessionID  string            `json:"session_id,omitempty"`
+	Metadata   map[string]any    `json:"metadata,omitempty"`
+	CreatedAt  *time.Time        `json:"created_at"`
+	StartedAt  *time.Time        `json:"started_at"`
+	FinishedAt *time.Time        `json:"finished_at"`
+	StatusURL  string            `json:"status_url"`
+}
+
+func tp(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+func (s *Server) viewCached(st *queue.State, msg []byte) jobView {
+	v := s.viewState(st)
+	v.Cached, v.Result = true, msg
+	var m struct {
+		Content json.RawMessage `json:"content"`
+		Usage   claudeq.Usage   `json:"usage"`
+	}
+	if json.Unmarshal(msg, &m) == nil {
+		v.Text, v.Usage = task.Text(m.Content), &m.Usage
+	}
+	return v
+}
+
+func (s *Server) viewState(st *queue.State) jobView {
+	v := jobView{ID: st.ID, Status: st.Status, Kind: st.Kind, Model: st.Model, Attempts: st.Attempts,
+		CreatedAt: tp(st.CreatedAt), StartedAt: tp(st.StartedAt), FinishedAt: tp(st.FinishedAt),
+		StatusURL: "/api/claude/jobs/" + st.ID}
+	if st.LastError != "" && !st.Status.Terminal() {
+		v.Error = &claudeq.JobError{Type: "retrying", Message: st.LastError}
+	}
+	if st.Status == claudeq.StatusCanceled {
+		v.Error = &claudeq.JobError{Type: "canceled", Message: "job canceled before it ran"}
+	}
+	return v
+}
+
+func viewJob(j *claudeq.Job) jobView {
+	v := jobView{ID: j.ID, Status: j.Status, Kind: j.Kind, Model: j.Model, Cached: j.Cached, Result: j.Result,
+		Usage: j.Usage, Error: j.Error, Attempts: j.Attempts, SessionID: j.SessionID, Metadata: j.Metadata,
+		CreatedAt: tp(j.CreatedAt), StartedAt: j.StartedAt, FinishedAt: j.FinishedAt, StatusURL: "/api/claude/jobs/" + j.ID}
+	if len(j.Result) > 0 {
+		var m struct {
+			Content json.RawMessage `json:"content"`
+		}
+		if json.Unmarshal(j.Result, &m) == nil {
+			v.Text = task.Text(m.Content)
+		}
+	}
+	return v
+}
+
+// view returns the fullest view of a job whose live state is st.
+func (s *Server) view(ctx context.Context, st *queue.State) (jobView, error) {
+	if !st.Status.Terminal() {
+		return s.viewState(st), nil
+	}
+	if st.CacheKey != "" && st.Attempts == 0 {
+		if msg, err := s.c.Get(ctx, st.CacheKey); err == nil && msg != nil {
+			return s.viewCached(st, msg), nil
+		}
+	}
+	j, err := s.st.Job(ctx, st.ID)
+	if err != nil {
+		if claudeq.ErrorKind(err) == claudeq.KindNotFound {
+			return s.viewState(st), nil // terminal in Redis, not yet written (a canceled job)
+		}
+		return jobView{}, err
+	}
+	return viewJob(j), nil
+}
+
+func (s *Server) getJob(c echo.Context) error {
+	ctx := c.Request().Context()
+	id := c.Param("id")
+	p := principalOf(c)
+	st, err := s.q.State(ctx, id)
+	switch {
+	case err == nil:
+		if st.UserID != p.UserID && st.UserID != "" {
+			return claudeq.Errorf(claudeq.KindNotFound, "job %s not found", id)
+		}
+		v, err := s.view(ctx, st)
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, v)
+	case claudeq.ErrorKind(err) != claudeq.KindNotFound:
+		return err
+	}
+	j, err := s.st.Job(ctx, id)
+	if err != nil {
+		return err
+	}
+	if j.UserID != p.UserID {
+		return claudeq.Errorf(claudeq.KindNotFound, "job %s not found", id)
+	}
+	return c.JSON(http.StatusOK, viewJob(j))
+}
+
+func (s *Server) cancelJob(c echo.Context) error {
+	ctx := c.Request().Context()
+	id := c.Param("id")
+	p := principalOf(c)
+	prev, err := s.q.Cancel(ctx, id, p.UserID, s.now())
+	if err != nil {
+		if claudeq.ErrorKind(err) != claudeq.KindNotFound {
+			return err
+		}
+		j, jerr := s.st.Job(ctx, id)
+		if jerr != nil || j.UserID != p.UserID {
+			return claudeq.Errorf(claudeq.KindNotFound, "job %s not found", id)
+		}
+		return claudeq.Errorf(claudeq.KindConflict, "job %s already %s", id, j.Status)
+	}
+	switch prev {
+	case claudeq.StatusQueued:
+		st, err := s.q.State(ctx, id)
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, s.viewState(st))
+	case claudeq.StatusRunning:
+		return claudeq.Errorf(claudeq.KindConflict, "job %s is running and can no longer be canceled", id)
+	default:
+		return claudeq.Errorf(claudeq.KindConflict, "job %s already %s", id, prev)
+	}
+}
+
+func (s *Server) purgeCache(c echo.Context) error {
+	n, err := s.c.Purge(c.Request().Context(), principalOf(c).UserID)
+	if err != nil {
+		return &claudeq.Error{Kind: claudeq.KindUnavailable, Op: "api.purgeCache", Msg: "cache unavailable, try again", Err: err}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"deleted": n})
+}
+
+func itoa(i int) string {
+	b, _ := json.Marshal(i)
+	return string(b)
+}

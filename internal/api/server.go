@@ -1,0 +1,167 @@
+// Package api is claudeq's HTTP surface: Echo routes, middleware and
+// handlers. It authenticates, validates, answers from the cache, and puts
+// jobs on the queue; the workers do the rest. errors.go owns the one table
+// from error kind to HTTP status, and every error leaves in the Anthropic
+// shape.
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/claudeq/claudeq/internal/cache"
+	"github.com/claudeq/claudeq/internal/claudeq"
+	"github.com/claudeq/claudeq/internal/queue"
+	"github.com/claudeq/claudeq/internal/store"
+)
+
+// Store is what the api reads from the durable store.
+type Store interface {
+	Job(ctx context.Context, id string) (*claudeq.Job, error)
+	KeyByHash(ctx context.Context, hash string) (store.APIKey, error)
+	Ping(ctx context.Context) error
+}
+
+// Options are the api's settings; see config.Config for their meaning and
+// defaults.
+type Options struct {
+	MaxBodyBytes     int64
+	DefaultModel     string
+	DefaultMaxTokens int
+	KeyCacheTTL      time.Duration
+	IdempotencyTTL   time.Duration
+	CacheTTL         time.Duration
+	JobStateTTL      time.Duration // how long a queued job's state lives; default 7 days
+	JobMaxRetries    int
+	JobTimeout       time.Duration
+}
+
+// Deps are the api's collaborators.
+type Deps struct {
+	Queue   *queue.Queue
+	Store   Store
+	Cache   *cache.Cache
+	Catalog *claudeq.Catalog
+	Logger  *slog.Logger
+	Now     func() time.Time
+	Options Options
+}
+
+// Server is the api. It is safe for concurrent use.
+type Server struct {
+	e    *echo.Echo
+	q    *queue.Queue
+	st   Store
+	c    *cache.Cache
+	cat  *claudeq.Catalog
+	log  *slog.Logger
+	now  func() time.Time
+	opt  Options
+	keys *keyCache
+}
+
+// New returns the api with its routes.
+func New(d Deps) *Server {
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Options.JobStateTTL == 0 {
+		d.Options.JobStateTTL = 7 * 24 * time.Hour
+	}
+	if d.Options.IdempotencyTTL == 0 {
+		d.Options.IdempotencyTTL = 24 * time.Hour
+	}
+	if d.Options.MaxBodyBytes == 0 {
+		d.Options.MaxBodyBytes = 1 << 20
+	}
+	s := &Server{q: d.Queue, st: d.Store, c: d.Cache, cat: d.Catalog, log: d.Logger, now: d.Now, opt: d.Options,
+		keys: newKeyCache(d.Options.KeyCacheTTL)}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.errorHandler
+	e.Use(s.requestID, s.recover)
+	s.e = e
+
+	e.GET("/api/claude/health", s.health)
+	g := e.Group("/api/claude", s.auth(claudeq.ScopeJobs))
+	g.POST("/chat", s.chat)
+	g.POST("/analyze", s.analyze)
+	g.GET("/jobs/:id", s.getJob)
+	g.DELETE("/jobs/:id", s.cancelJob)
+	g.DELETE("/cache", s.purgeCache)
+	return s
+}
+
+// Echo returns the Echo instance, for mounting more routes.
+func (s *Server) Echo() *echo.Echo { return s.e }
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.e.ServeHTTP(w, r) }
+
+var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+func randomID(prefix string, n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return prefix + strings.ToLower(b32.EncodeToString(b))
+}
+
+func (s *Server) requestID(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id := randomID("req_", 15)
+		c.Set("request_id", id)
+		c.Response().Header().Set("request-id", id)
+		return next(c)
+	}
+}
+
+func requestID(c echo.Context) string {
+	id, _ := c.Get("request_id").(string)
+	return id
+}
+
+func (s *Server) recover(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					panic(r)
+				}
+				s.log.Error("panic in handler", "request_id", requestID(c), "path", c.Path(), "panic", r)
+				err = &claudeq.Error{Kind: claudeq.KindInternal, Op: "api.recover"}
+			}
+		}()
+		return next(c)
+	}
+}
+
+// readJSON reads a JSON body of at most MaxBodyBytes into v.
+func (s *Server) readJSON(c echo.Context, v any) error {
+	r := c.Request()
+	ct := r.Header.Get("Content-Type")
+	if mt, _, _ := strings.Cut(ct, ";"); strings.TrimSpace(strings.ToLower(mt)) != "application/json" {
+		return claudeq.Errorf(claudeq.KindUnsupportedMediaType, "Content-Type must be application/json")
+	}
+	if r.ContentLength > s.opt.MaxBodyBytes {
+		return claudeq.Errorf(claudeq.KindRequestTooLarge, "request body is larger than %d bytes", s.opt.MaxBodyBytes)
+	}
+	body, err := readAll(http.MaxBytesReader(c.Response(), r.Body, s.opt.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if asMaxBytes(err, &mbe) {
+			return claudeq.Errorf(claudeq.KindRequestTooLarge, "request body is larger than %d bytes", s.opt.MaxBodyBytes)
+		}
+		return claudeq.Errorf(claudeq.KindInvalidRequest, "could not read the request body")
+	}
+	return decodeStrict(body, v)
+}

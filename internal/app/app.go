@@ -1,0 +1,248 @@
+// Package app wires claudeq's roles (api, worker, scheduler) from a
+// config.Config, starts them and stops them in reverse order. The binaries
+// in cmd/ and claudeq dev are thin shells around it; end-to-end tests start
+// the same roles on :0.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/claudeq/claudeq/internal/api"
+	"github.com/claudeq/claudeq/internal/cache"
+	"github.com/claudeq/claudeq/internal/claudeq"
+	"github.com/claudeq/claudeq/internal/config"
+	"github.com/claudeq/claudeq/internal/queue"
+	"github.com/claudeq/claudeq/internal/store"
+	"github.com/claudeq/claudeq/internal/task"
+	"github.com/claudeq/claudeq/internal/upstream"
+)
+
+// Roles says which parts a process runs.
+type Roles struct {
+	API, Worker, Scheduler bool
+}
+
+// Options are what Start needs beyond the configuration.
+type Options struct {
+	Roles    Roles
+	Logger   *slog.Logger
+	Now      func() time.Time // default time.Now
+	Upstream task.Upstream    // default: one node from CLAUDEQ_UPSTREAM_URL/_API_KEY
+}
+
+// App is a running set of roles.
+type App struct {
+	cfg      config.Config
+	log      *slog.Logger
+	rdb      *redis.Client
+	crdb     *redis.Client
+	mongoOff func(context.Context) error
+	Store    *store.Store
+	Queue    *queue.Queue
+	commit   *store.Committer
+	srv      *asynq.Server
+	httpSrv  *http.Server
+	ln       net.Listener
+	schedOff context.CancelFunc
+	schedWG  chan struct{}
+	API      *api.Server
+}
+
+// Start connects to Redis and MongoDB and starts the requested roles.
+func Start(ctx context.Context, cfg config.Config, o Options) (a *App, err error) {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	a = &App{cfg: cfg, log: o.Logger}
+	defer func() {
+		if err != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = a.Shutdown(sctx)
+		}
+	}()
+	ropt, err := redis.ParseURL(cfg.RedisURL.Reveal())
+	if err != nil {
+		return nil, fmt.Errorf("CLAUDEQ_REDIS_URL: %w", err)
+	}
+	ropt.PoolSize = max(64, cfg.WorkerConcurrency+16)
+	a.rdb = redis.NewClient(ropt)
+	a.crdb = a.rdb
+	if cfg.CacheRedisURL != "" && cfg.CacheRedisURL != cfg.RedisURL {
+		copt, err := redis.ParseURL(cfg.CacheRedisURL.Reveal())
+		if err != nil {
+			return nil, fmt.Errorf("CLAUDEQ_CACHE_REDIS_URL: %w", err)
+		}
+		a.crdb = redis.NewClient(copt)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := a.rdb.Ping(pctx).Err(); err != nil {
+		return nil, fmt.Errorf("redis at CLAUDEQ_REDIS_URL not reachable: %w", err)
+	}
+	db, off, err := store.Connect(pctx, cfg.MongoURI.Reveal(), cfg.MongoDatabase)
+	if err != nil {
+		return nil, fmt.Errorf("CLAUDEQ_MONGO_URI: %w", err)
+	}
+	a.mongoOff = off
+	a.Store = store.New(db)
+	if err := a.Store.EnsureIndexes(pctx); err != nil {
+		return nil, fmt.Errorf("mongodb at CLAUDEQ_MONGO_URI: %w", err)
+	}
+	a.Queue = queue.New(a.rdb)
+	ch := cache.New(a.crdb, cfg.CacheTTL)
+
+	if o.Roles.Worker {
+		up := o.Upstream
+		if up == nil {
+			if cfg.UpstreamAPIKey == "" {
+				return nil, errors.New("CLAUDEQ_UPSTREAM_API_KEY is required for the worker (claudeq dev uses a simulator instead)")
+			}
+			up = task.Single{Client: upstream.New(upstream.Node{Name: "default", BaseURL: cfg.UpstreamURL, APIKey: cfg.UpstreamAPIKey.Reveal()},
+				upstream.DefaultHTTPClient(), cfg.UpstreamTimeout)}
+		}
+		a.commit = a.Store.NewCommitter(store.CommitterOptions{Logger: o.Logger})
+		mux := asynq.NewServeMux()
+		mux.Handle(task.TypeJobRun, &task.JobHandler{
+			Queue: a.Queue, Store: a.Store, Committer: a.commit, Cache: ch, Upstream: up,
+			Now: o.Now, Logger: o.Logger, IdempotencyTTL: cfg.IdempotencyTTL,
+		})
+		mux.Handle(task.TypeRetention, &task.RetentionHandler{Store: a.Store, Retention: cfg.Retention, Now: o.Now, Logger: o.Logger})
+		a.srv = queue.NewServer(a.rdb, queue.ServerOptions{
+			Concurrency: cfg.WorkerConcurrency, TaskCheckInterval: cfg.TaskCheckInterval,
+			DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval, ShutdownTimeout: cfg.ShutdownTimeout,
+			RetryDelay: task.RetryDelay(cfg.RetryBase, cfg.RetryMax), IsFailure: task.IsFailure, Logger: o.Logger,
+		})
+		if err := a.srv.Start(mux); err != nil {
+			return nil, fmt.Errorf("start worker: %w", err)
+		}
+		o.Logger.Info("worker started", "concurrency", cfg.WorkerConcurrency)
+	}
+
+	if o.Roles.Scheduler {
+		sctx, stop := context.WithCancel(context.Background())
+		a.schedOff, a.schedWG = stop, make(chan struct{})
+		go func() {
+			defer close(a.schedWG)
+			a.schedule(sctx, o.Now)
+		}()
+		o.Logger.Info("scheduler started", "retention", cfg.Retention, "every", cfg.RetentionInterval)
+	}
+
+	if o.Roles.API {
+		a.API = api.New(api.Deps{
+			Queue: a.Queue, Store: a.Store, Cache: ch, Catalog: claudeq.DefaultCatalog(), Logger: o.Logger, Now: o.Now,
+			Options: api.Options{
+				MaxBodyBytes: cfg.MaxBodyBytes, DefaultModel: cfg.DefaultModel, DefaultMaxTokens: cfg.DefaultMaxTokens,
+				KeyCacheTTL: cfg.KeyCacheTTL, IdempotencyTTL: cfg.IdempotencyTTL, CacheTTL: cfg.CacheTTL,
+				JobMaxRetries: cfg.JobMaxRetries, JobTimeout: cfg.JobTimeout,
+			},
+		})
+		a.ln, err = net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			return nil, fmt.Errorf("CLAUDEQ_HTTP_ADDR: %w", err)
+		}
+		a.httpSrv = &http.Server{
+			Handler:           a.API,
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       60 * time.Second,
+			WriteTimeout:      10 * time.Minute,
+			IdleTimeout:       120 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelWarn),
+		}
+		go func() {
+			if err := a.httpSrv.Serve(a.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				o.Logger.Error("http server stopped", "err", err)
+			}
+		}()
+		o.Logger.Info("api listening", "addr", a.ln.Addr().String())
+	}
+	return a, nil
+}
+
+// Addr returns the api's listening address ("" without the api role).
+func (a *App) Addr() string {
+	if a.ln == nil {
+		return ""
+	}
+	return a.ln.Addr().String()
+}
+
+// Redis returns the queue Redis client.
+func (a *App) Redis() *redis.Client { return a.rdb }
+
+// schedule enqueues the periodic tasks once per period. The TaskID names the
+// period and the task is retained for the period, so any number of
+// schedulers enqueue it once.
+func (a *App) schedule(ctx context.Context, now func() time.Time) {
+	every := a.cfg.RetentionInterval
+	for {
+		t := now()
+		_, err := a.Queue.Client().EnqueueContext(ctx, asynq.NewTask(task.TypeRetention, nil),
+			asynq.TaskID(task.PeriodTaskID(task.TypeRetention, t, every)), asynq.Queue(queue.Critical),
+			asynq.Retention(every), asynq.MaxRetry(3))
+		switch {
+		case err == nil:
+			a.log.Info("retention sweep enqueued")
+		case errors.Is(err, asynq.ErrTaskIDConflict):
+		case ctx.Err() == nil:
+			a.log.Warn("enqueue retention sweep failed", "err", err)
+		}
+		next := t.Truncate(every).Add(every).Sub(t)
+		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+			next = min(next, 5*time.Second)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(next):
+		}
+	}
+}
+
+// Shutdown stops the roles in reverse order of start: no new requests, no
+// new periodic tasks, in-flight jobs finish (or go back to the queue after
+// the shutdown timeout), pending writes land, connections close.
+func (a *App) Shutdown(ctx context.Context) error {
+	var errs []error
+	if a.httpSrv != nil {
+		if err := a.httpSrv.Shutdown(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if a.schedOff != nil {
+		a.schedOff()
+		<-a.schedWG
+	}
+	if a.srv != nil {
+		a.srv.Shutdown()
+	}
+	if a.commit != nil {
+		a.commit.Close()
+	}
+	if a.crdb != nil && a.crdb != a.rdb {
+		_ = a.crdb.Close()
+	}
+	if a.rdb != nil {
+		_ = a.rdb.Close()
+	}
+	if a.mongoOff != nil {
+		if err := a.mongoOff(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,238 @@
+// Package config reads claudeq's configuration from the environment. Load is
+// the only reader of the environment in the whole program: main passes
+// os.Getenv, tests pass a map. It reports every problem at once.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Secret is a string that never prints: String, LogValue and MarshalJSON all
+// give "REDACTED".
+type Secret string
+
+// String implements fmt.Stringer.
+func (Secret) String() string { return "REDACTED" }
+
+// LogValue implements slog.LogValuer.
+func (Secret) LogValue() slog.Value { return slog.StringValue("REDACTED") }
+
+// MarshalJSON implements json.Marshaler.
+func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"REDACTED"`), nil }
+
+// Reveal returns the secret's value, for the one place that needs it.
+func (s Secret) Reveal() string { return string(s) }
+
+// Config is the whole configuration. Each field names its environment
+// variable and default; Load fills the defaults.
+type Config struct {
+	// HTTPAddr is where the api listens. CLAUDEQ_HTTP_ADDR, default 127.0.0.1:8080.
+	HTTPAddr string
+	// RedisURL is the queue Redis (asynq, job state, quotas).
+	// CLAUDEQ_REDIS_URL, required by api, worker and scheduler; claudeq dev
+	// embeds one when empty.
+	RedisURL Secret
+	// CacheRedisURL is the response-cache Redis. CLAUDEQ_CACHE_REDIS_URL,
+	// default the queue Redis.
+	CacheRedisURL Secret
+	// MongoURI is the MongoDB (or MongoDB-wire) server. CLAUDEQ_MONGO_URI,
+	// required by api, worker and scheduler; claudeq dev embeds one when empty.
+	MongoURI Secret
+	// MongoDatabase is the database name. CLAUDEQ_MONGO_DATABASE, default claudeq.
+	MongoDatabase string
+	// UpstreamURL is the Claude API base URL. CLAUDEQ_UPSTREAM_URL, default
+	// https://api.anthropic.com.
+	UpstreamURL string
+	// UpstreamAPIKey is the Claude API key. CLAUDEQ_UPSTREAM_API_KEY; empty
+	// in claudeq dev means "use the built-in simulator".
+	UpstreamAPIKey Secret
+	// UpstreamTimeout bounds one upstream call. CLAUDEQ_UPSTREAM_TIMEOUT, default 5m.
+	UpstreamTimeout time.Duration
+	// DataDir is where claudeq dev keeps its data. CLAUDEQ_DATA_DIR, default ./.claudeq.
+	DataDir string
+	// DevAPIKey is the key claudeq dev prints and accepts, any form.
+	// CLAUDEQ_DEV_API_KEY; empty means generate one and keep it in DataDir.
+	DevAPIKey Secret
+	// CacheTTL is how long a response stays cached. CLAUDEQ_CACHE_TTL,
+	// default 1h; 0 disables the cache.
+	CacheTTL time.Duration
+	// MaxBodyBytes caps a request body. CLAUDEQ_MAX_BODY_BYTES, default 1048576 (1 MiB).
+	MaxBodyBytes int64
+	// WorkerConcurrency is how many jobs one worker process runs at once.
+	// CLAUDEQ_WORKER_CONCURRENCY, default 100.
+	WorkerConcurrency int
+	// JobMaxRetries is how often a job is retried after a transient failure.
+	// CLAUDEQ_JOB_MAX_RETRIES, default 8.
+	JobMaxRetries int
+	// JobTimeout bounds one run of a job. CLAUDEQ_JOB_TIMEOUT, default 10m.
+	JobTimeout time.Duration
+	// RetryBase and RetryMax shape the jittered exponential backoff between
+	// retries (an upstream retry-after overrides it when longer).
+	// CLAUDEQ_RETRY_BASE, default 1s; CLAUDEQ_RETRY_MAX, default 5m.
+	RetryBase, RetryMax time.Duration
+	// Retention is how long finished jobs are kept. CLAUDEQ_RETENTION, default 720h (30 days).
+	Retention time.Duration
+	// RetentionInterval is how often the scheduler sweeps. CLAUDEQ_RETENTION_INTERVAL, default 1h.
+	RetentionInterval time.Duration
+	// TaskCheckInterval is asynq's idle poll interval: the pick-up latency of
+	// an idle worker. CLAUDEQ_TASK_CHECK_INTERVAL, default 20ms.
+	TaskCheckInterval time.Duration
+	// DelayedTaskCheckInterval is how often retries and scheduled jobs are
+	// moved to their queue. CLAUDEQ_DELAYED_TASK_CHECK_INTERVAL, default 1s.
+	DelayedTaskCheckInterval time.Duration
+	// KeyCacheTTL is how long the api caches an API key lookup; a revoked key
+	// keeps working on other replicas for at most this long.
+	// CLAUDEQ_KEY_CACHE_TTL, default 30s; 0 disables the cache.
+	KeyCacheTTL time.Duration
+	// IdempotencyTTL is how long an Idempotency-Key (and a finished job's
+	// state in Redis) is remembered. CLAUDEQ_IDEMPOTENCY_TTL, default 24h.
+	IdempotencyTTL time.Duration
+	// ShutdownTimeout bounds a graceful stop; keep it below the orchestrator's
+	// grace period. CLAUDEQ_SHUTDOWN_TIMEOUT, default 25s.
+	ShutdownTimeout time.Duration
+	// DefaultModel is used when a request names none. CLAUDEQ_DEFAULT_MODEL, default sonnet.
+	DefaultModel string
+	// DefaultMaxTokens is used when a request gives no max_tokens.
+	// CLAUDEQ_DEFAULT_MAX_TOKENS, default 1024.
+	DefaultMaxTokens int
+	// LogLevel is debug, info, warn or error. CLAUDEQ_LOG_LEVEL, default info.
+	LogLevel slog.Level
+	// LogFormat is json or text. CLAUDEQ_LOG_FORMAT, default json (text in claudeq dev).
+	LogFormat string
+	// MetricsAddr, when set, serves /metrics on its own listener instead of
+	// the api's. CLAUDEQ_METRICS_ADDR, default empty.
+	MetricsAddr string
+}
+
+type loader struct {
+	getenv func(string) string
+	errs   []error
+}
+
+func (l *loader) str(key, def string) string {
+	if v := strings.TrimSpace(l.getenv(key)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (l *loader) dur(key string, def time.Duration) time.Duration {
+	v := strings.TrimSpace(l.getenv(key))
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		l.errs = append(l.errs, fmt.Errorf("%s: %q is not a non-negative duration such as 30s or 5m", key, v))
+		return def
+	}
+	return d
+}
+
+func (l *loader) int(key string, def, min int64) int64 {
+	v := strings.TrimSpace(l.getenv(key))
+	if v == "" {
+		return def
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < min {
+		l.errs = append(l.errs, fmt.Errorf("%s: %q is not a whole number ≥ %d", key, v, min))
+		return def
+	}
+	return n
+}
+
+func (l *loader) url(key, def string, schemes ...string) string {
+	v := l.str(key, def)
+	if v == "" {
+		return ""
+	}
+	u, err := url.Parse(v)
+	if err != nil || u.Host == "" && u.Scheme != "unix" {
+		l.errs = append(l.errs, fmt.Errorf("%s: not a URL (want %s://host:port…)", key, schemes[0]))
+		return v
+	}
+	for _, s := range schemes {
+		if u.Scheme == s {
+			return v
+		}
+	}
+	l.errs = append(l.errs, fmt.Errorf("%s: scheme %q, want one of %v", key, u.Scheme, schemes))
+	return v
+}
+
+// Load reads the configuration through getenv and returns every problem it
+// finds, joined.
+func Load(getenv func(string) string) (Config, error) {
+	l := &loader{getenv: getenv}
+	c := Config{
+		HTTPAddr:                 l.str("CLAUDEQ_HTTP_ADDR", "127.0.0.1:8080"),
+		RedisURL:                 Secret(l.url("CLAUDEQ_REDIS_URL", "", "redis", "rediss", "unix")),
+		MongoURI:                 Secret(l.url("CLAUDEQ_MONGO_URI", "", "mongodb", "mongodb+srv")),
+		MongoDatabase:            l.str("CLAUDEQ_MONGO_DATABASE", "claudeq"),
+		UpstreamURL:              l.url("CLAUDEQ_UPSTREAM_URL", "https://api.anthropic.com", "https", "http"),
+		UpstreamAPIKey:           Secret(l.str("CLAUDEQ_UPSTREAM_API_KEY", "")),
+		UpstreamTimeout:          l.dur("CLAUDEQ_UPSTREAM_TIMEOUT", 5*time.Minute),
+		DataDir:                  l.str("CLAUDEQ_DATA_DIR", ".claudeq"),
+		DevAPIKey:                Secret(l.str("CLAUDEQ_DEV_API_KEY", "")),
+		CacheTTL:                 l.dur("CLAUDEQ_CACHE_TTL", time.Hour),
+		MaxBodyBytes:             l.int("CLAUDEQ_MAX_BODY_BYTES", 1<<20, 1024),
+		WorkerConcurrency:        int(l.int("CLAUDEQ_WORKER_CONCURRENCY", 100, 1)),
+		JobMaxRetries:            int(l.int("CLAUDEQ_JOB_MAX_RETRIES", 8, 0)),
+		JobTimeout:               l.dur("CLAUDEQ_JOB_TIMEOUT", 10*time.Minute),
+		RetryBase:                l.dur("CLAUDEQ_RETRY_BASE", time.Second),
+		RetryMax:                 l.dur("CLAUDEQ_RETRY_MAX", 5*time.Minute),
+		Retention:                l.dur("CLAUDEQ_RETENTION", 30*24*time.Hour),
+		RetentionInterval:        l.dur("CLAUDEQ_RETENTION_INTERVAL", time.Hour),
+		TaskCheckInterval:        l.dur("CLAUDEQ_TASK_CHECK_INTERVAL", 20*time.Millisecond),
+		DelayedTaskCheckInterval: l.dur("CLAUDEQ_DELAYED_TASK_CHECK_INTERVAL", time.Second),
+		KeyCacheTTL:              l.dur("CLAUDEQ_KEY_CACHE_TTL", 30*time.Second),
+		IdempotencyTTL:           l.dur("CLAUDEQ_IDEMPOTENCY_TTL", 24*time.Hour),
+		ShutdownTimeout:          l.dur("CLAUDEQ_SHUTDOWN_TIMEOUT", 25*time.Second),
+		DefaultModel:             l.str("CLAUDEQ_DEFAULT_MODEL", "sonnet"),
+		DefaultMaxTokens:         int(l.int("CLAUDEQ_DEFAULT_MAX_TOKENS", 1024, 1)),
+		LogFormat:                l.str("CLAUDEQ_LOG_FORMAT", "json"),
+		MetricsAddr:              l.str("CLAUDEQ_METRICS_ADDR", ""),
+	}
+	c.CacheRedisURL = Secret(l.url("CLAUDEQ_CACHE_REDIS_URL", string(c.RedisURL), "redis", "rediss", "unix"))
+	if err := c.LogLevel.UnmarshalText([]byte(l.str("CLAUDEQ_LOG_LEVEL", "info"))); err != nil {
+		l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_LOG_LEVEL: want debug, info, warn or error"))
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_LOG_FORMAT: %q, want json or text", c.LogFormat))
+	}
+	if c.IdempotencyTTL < time.Minute {
+		l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_IDEMPOTENCY_TTL: at least 1m"))
+	}
+	if c.RetryMax < c.RetryBase {
+		l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_RETRY_MAX must be ≥ CLAUDEQ_RETRY_BASE"))
+	}
+	if c.RetentionInterval == 0 {
+		l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_RETENTION_INTERVAL: must be positive"))
+	}
+	return c, errors.Join(l.errs...)
+}
+
+// RequireServers reports an error for each server URL a production process
+// needs but was not given.
+func (c Config) RequireServers() error {
+	var errs []error
+	if c.RedisURL == "" {
+		errs = append(errs, errors.New("CLAUDEQ_REDIS_URL is required (e.g. redis://127.0.0.1:6379/0)"))
+	}
+	if c.MongoURI == "" {
+		errs = append(errs, errors.New("CLAUDEQ_MONGO_URI is required (e.g. mongodb://127.0.0.1:27017)"))
+	}
+	return errors.Join(errs...)
+}
+
+// Map returns a getenv over m, for tests.
+func Map(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}

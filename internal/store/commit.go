@@ -1,0 +1,228 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/claudeq/claudeq/internal/claudeq"
+)
+
+// Record is everything one finished job writes to the store.
+type Record struct {
+	Job  *claudeq.Job // the terminal job record (required)
+	Turn *Turn        // the conversation turn, for succeeded jobs
+}
+
+// CommitterOptions shapes group commit.
+type CommitterOptions struct {
+	// MaxBatch caps the records in one bulk write. Default 256.
+	MaxBatch int
+	// Flushers is how many bulk writes may be in flight at once. Default 4.
+	Flushers int
+	// Timeout bounds one bulk write. Default 10s.
+	Timeout time.Duration
+	Logger  *slog.Logger
+}
+
+// Committer batches records from many concurrent jobs into few bulk writes
+// (group commit): each caller of Commit waits until its record is durable,
+// while the records that arrive during one write go out together in the
+// next. It is safe for concurrent use.
+type Committer struct {
+	s    *Store
+	opts CommitterOptions
+	in   chan *pending
+	wg   sync.WaitGroup
+	once sync.Once
+}
+
+type pending struct {
+	rec  Record
+	done chan error
+}
+
+// NewCommitter starts a committer over s. Close stops it.
+func (s *Store) NewCommitter(opts CommitterOptions) *Committer {
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 256
+	}
+	if opts.Flushers <= 0 {
+		opts.Flushers = 4
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 10 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Committer{s: s, opts: opts, in: make(chan *pending, opts.MaxBatch*opts.Flushers)}
+	for range opts.Flushers {
+		c.wg.Add(1)
+		go c.flusher()
+	}
+	return c
+}
+
+// Commit writes rec and returns once it is durable, or with the error that
+// kept it from being written (the caller retries the job later).
+func (c *Committer) Commit(ctx context.Context, rec Record) error {
+	p := &pending{rec: rec, done: make(chan error, 1)}
+	select {
+	case c.in <- p:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-p.done:
+		return err
+	case <-ctx.Done():
+		// The write may still land; the job's re-run finds it.
+		return ctx.Err()
+	}
+}
+
+// Close waits for the records already handed in and stops the flushers.
+// Commit must not be called after Close.
+func (c *Committer) Close() {
+	c.once.Do(func() { close(c.in) })
+	c.wg.Wait()
+}
+
+func (c *Committer) flusher() {
+	defer c.wg.Done()
+	batch := make([]*pending, 0, c.opts.MaxBatch)
+	for p := range c.in {
+		batch = append(batch[:0], p)
+	drain:
+		for len(batch) < c.opts.MaxBatch {
+			select {
+			case q, ok := <-c.in:
+				if !ok {
+					break drain
+				}
+				batch = append(batch, q)
+			default:
+				break drain
+			}
+		}
+		recs := make([]Record, len(batch))
+		for i, q := range batch {
+			recs[i] = q.rec
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), c.opts.Timeout)
+		errs := c.s.write(ctx, recs)
+		cancel()
+		for i, q := range batch {
+			q.done <- errs[i]
+		}
+	}
+}
+
+// write stores recs with one bulk write per collection and returns one error
+// per record. A duplicate-key error means the write was applied before (a
+// re-run job) and counts as success.
+func (s *Store) write(ctx context.Context, recs []Record) []error {
+	errs := make([]error, len(recs))
+	var jobModels []mongo.WriteModel
+	var jobIdx []int
+	var convModels []mongo.WriteModel
+	var convIdx []int
+	for i, r := range recs {
+		// An insert, not an upsert: the first terminal record of a job wins
+		// and a re-run cannot overwrite it.
+		jobModels = append(jobModels, mongo.NewInsertOneModel().SetDocument(jobDoc(r.Job)))
+		jobIdx = append(jobIdx, i)
+		if r.Turn != nil {
+			convModels = append(convModels, turnModel(r.Turn))
+			convIdx = append(convIdx, i)
+		}
+	}
+	// Conversations first: a job record is the terminal mark, so it must be
+	// written last; a crash in between re-runs the job, whose turn is then a
+	// no-op thanks to the job_ids guard.
+	if len(convModels) > 0 {
+		res := bulkErrors(s.convs.BulkWrite(ctx, convModels, options.BulkWrite().SetOrdered(false)))
+		for k, e := range res(len(convModels)) {
+			if e != nil {
+				errs[convIdx[k]] = e
+			}
+		}
+	}
+	// Skip the job record of any record whose turn failed.
+	var jm []mongo.WriteModel
+	var ji []int
+	for k, m := range jobModels {
+		if errs[jobIdx[k]] == nil {
+			jm = append(jm, m)
+			ji = append(ji, jobIdx[k])
+		}
+	}
+	if len(jm) > 0 {
+		res := bulkErrors(s.jobs.BulkWrite(ctx, jm, options.BulkWrite().SetOrdered(false)))
+		for k, e := range res(len(jm)) {
+			if e != nil {
+				errs[ji[k]] = e
+			}
+		}
+	}
+	return errs
+}
+
+func bulkErrors(_ *mongo.BulkWriteResult, err error) func(n int) []error {
+	return func(n int) []error {
+		out := make([]error, n)
+		if err == nil {
+			return out
+		}
+		var bwe mongo.BulkWriteException
+		if errors.As(err, &bwe) && bwe.WriteConcernError == nil && len(bwe.WriteErrors) > 0 {
+			for _, we := range bwe.WriteErrors {
+				if we.Index >= 0 && we.Index < n && !mongo.IsDuplicateKeyError(we) {
+					out[we.Index] = &claudeq.Error{Kind: claudeq.KindUnavailable, Op: "store.write", Msg: "job store write failed", Err: we}
+				}
+			}
+			return out
+		}
+		if mongo.IsDuplicateKeyError(err) {
+			return out
+		}
+		for i := range out {
+			out[i] = &claudeq.Error{Kind: claudeq.KindUnavailable, Op: "store.write", Msg: "job store unavailable", Err: err}
+		}
+		return out
+	}
+}
+
+func jobDoc(j *claudeq.Job) *claudeq.Job {
+	c := *j
+	if len(c.Result) > 0 {
+		c.ResultJSON = string(c.Result)
+	}
+	return &c
+}
+
+func turnModel(t *Turn) mongo.WriteModel {
+	id := ConversationID(t.UserID, t.SessionID, t.JobID)
+	return mongo.NewUpdateOneModel().
+		SetFilter(bson.D{{Key: "_id", Value: id}, {Key: "job_ids", Value: bson.D{{Key: "$ne", Value: t.JobID}}}}).
+		SetUpdate(bson.D{
+			{Key: "$push", Value: bson.D{
+				{Key: "messages", Value: bson.D{{Key: "$each", Value: t.Messages}}},
+				{Key: "job_ids", Value: t.JobID},
+			}},
+			{Key: "$inc", Value: bson.D{{Key: "tokens_consumed", Value: t.Tokens}}},
+			{Key: "$set", Value: bson.D{{Key: "model_used", Value: t.Model}, {Key: "updated_at", Value: t.At}}},
+			{Key: "$setOnInsert", Value: bson.D{
+				{Key: "user_id", Value: t.UserID},
+				{Key: "session_id", Value: t.SessionID},
+				{Key: "created_at", Value: t.At},
+			}},
+		}).SetUpsert(true)
+}

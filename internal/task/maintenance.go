@@ -1,0 +1,46 @@
+package task
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hibiken/asynq"
+)
+
+// Sweeper deletes what is past retention.
+type Sweeper interface {
+	DeleteJobsFinishedBefore(ctx context.Context, t time.Time) (int64, error)
+	DeleteConversationsUpdatedBefore(ctx context.Context, t time.Time) (int64, error)
+}
+
+// RetentionHandler runs maintenance:retention tasks: FerretDB has no TTL
+// indexes, so expired records are swept by a periodic task.
+type RetentionHandler struct {
+	Store     Sweeper
+	Retention time.Duration
+	Now       func() time.Time
+	Logger    *slog.Logger
+}
+
+// ProcessTask implements asynq.Handler.
+func (h *RetentionHandler) ProcessTask(ctx context.Context, _ *asynq.Task) error {
+	cut := h.Now().Add(-h.Retention)
+	jobs, err := h.Store.DeleteJobsFinishedBefore(ctx, cut)
+	if err != nil {
+		return Infra(fmt.Errorf("retention: jobs: %w", err))
+	}
+	convs, err := h.Store.DeleteConversationsUpdatedBefore(ctx, cut)
+	if err != nil {
+		return Infra(fmt.Errorf("retention: conversations: %w", err))
+	}
+	h.Logger.Info("retention sweep", "before", cut, "jobs_deleted", jobs, "conversations_deleted", convs)
+	return nil
+}
+
+// PeriodTaskID is the TaskID of a periodic task for the period containing t,
+// so that any number of schedulers enqueue it once per period.
+func PeriodTaskID(typ string, t time.Time, every time.Duration) string {
+	return fmt.Sprintf("%s:%d", typ, t.UnixNano()/int64(every))
+}

@@ -1,0 +1,75 @@
+// Package task holds claudeq's asynq task types, their payloads and their
+// handlers: the worker side of a job.
+package task
+
+import (
+	"encoding/json"
+	"errors"
+	"math/rand/v2"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/claudeq/claudeq/internal/claudeq"
+	"github.com/claudeq/claudeq/internal/queue"
+)
+
+// Task types (noun:verb).
+const (
+	TypeJobRun    = queue.TypeJobRun
+	TypeRetention = "maintenance:retention"
+)
+
+// JobPayload is the message of a job:run task: everything the worker needs,
+// so that a queued job costs one asynq task and a small state hash.
+type JobPayload struct {
+	ID          string          `json:"id"`
+	Kind        string          `json:"kind"`
+	UserID      string          `json:"user_id"`
+	Department  string          `json:"department,omitempty"`
+	KeyID       string          `json:"key_id,omitempty"`
+	SessionID   string          `json:"session_id,omitempty"`
+	Metadata    map[string]any  `json:"metadata,omitempty"`
+	Request     json.RawMessage `json:"request"` // canonical Messages API body, sent upstream as is
+	RequestHash string          `json:"request_hash"`
+	CacheKey    string          `json:"cache_key,omitempty"` // "" = do not write the cache
+	CreatedAt   time.Time       `json:"created_at"`
+}
+
+// infraError marks a failure of our own stores (Redis, MongoDB): the job is
+// retried without using up one of its retries, so an outage of any length
+// loses no job.
+type infraError struct{ err error }
+
+func (e infraError) Error() string { return e.err.Error() }
+func (e infraError) Unwrap() error { return e.err }
+
+// Infra wraps err as a store failure.
+func Infra(err error) error { return infraError{err} }
+
+// IsFailure is asynq's Config.IsFailure: store outages do not count against
+// a job's retries.
+func IsFailure(err error) bool {
+	var ie infraError
+	return !errors.As(err, &ie)
+}
+
+// RetryDelay returns asynq's RetryDelayFunc: jittered exponential backoff
+// from base to max, never sooner than an upstream's retry-after.
+func RetryDelay(base, max time.Duration) asynq.RetryDelayFunc {
+	return func(n int, err error, _ *asynq.Task) time.Duration {
+		d := base
+		for i := 0; i < n && d < max; i++ {
+			d *= 2
+		}
+		if d > max {
+			d = max
+		}
+		// Full jitter over the upper half keeps retries spread out.
+		d = d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+		if ra := claudeq.RetryAfter(err); ra > d {
+			d = ra
+		}
+		return d
+	}
+}
