@@ -159,7 +159,7 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 	}
 	ctx := c.Request().Context()
 	p := principalOf(c)
-	now := s.now().UTC()
+	now := s.now().UTC().Truncate(time.Millisecond)
 
 	body, err := json.Marshal(spec.req)
 	if err != nil {

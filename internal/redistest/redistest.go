@@ -250,7 +250,7 @@ func (s *Server) start() error {
 		return err
 	}
 	if err := waitForPing(s.addr, p); err != nil {
-		p.kill()
+		p.killWait(killTimeout)
 		return err
 	}
 	s.proc = p
@@ -390,12 +390,9 @@ func startProcess(cmd *exec.Cmd) (*process, error) {
 
 func (p *process) pid() int { return p.cmd.Process.Pid }
 
-// kill sends SIGKILL without waiting.
-func (p *process) kill() { _ = p.cmd.Process.Kill() }
-
 // killWait sends SIGKILL and waits up to d for the process to be reaped.
 func (p *process) killWait(d time.Duration) bool {
-	p.kill()
+	_ = p.cmd.Process.Kill()
 	select {
 	case <-p.done:
 		return true

@@ -36,7 +36,8 @@ const (
 	// done), then answers 504 timeout_error.
 	FaultTimeout = "timeout"
 	// FaultReset closes the connection without any response; the client sees
-	// a connection reset or EOF.
+	// a connection reset or EOF. Without a hijackable connection (HTTP/2,
+	// httptest.ResponseRecorder) the handler panics with http.ErrAbortHandler.
 	FaultReset = "reset"
 	// FaultSlow adds 2s of latency to an otherwise normal reply.
 	FaultSlow = "slow"

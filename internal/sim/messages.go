@@ -15,6 +15,7 @@ var (
 // handleMessages serves POST /v1/messages.
 func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request, reqID string) {
 	s.requests.Add(1)
+	s.window.roll(time.Now())
 	s.window.requests.Add(1)
 	s.enter()
 	defer s.inFlight.Add(-1)
@@ -78,9 +79,9 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request, reqID st
 	perToken := time.Duration(s.perToken.Load())
 	var done bool
 	if pr.stream {
-		done = s.streamMessage(w, r.Context(), reqID, &pr, &rep, latency, perToken)
+		done = s.streamMessage(r.Context(), w, reqID, &pr, &rep, latency, perToken)
 	} else {
-		done = s.writeMessage(w, r.Context(), reqID, &pr, &rep, latency+perToken*time.Duration(rep.outputTokens))
+		done = s.writeMessage(r.Context(), w, reqID, &pr, &rep, latency+perToken*time.Duration(rep.outputTokens))
 	}
 	if done {
 		s.succeeded.Add(1)
@@ -124,7 +125,7 @@ func appendStop(b []byte, rep *reply) []byte {
 
 // writeMessage writes a non-streaming reply after delay, reporting whether
 // it was delivered.
-func (s *Server) writeMessage(w http.ResponseWriter, ctx context.Context, reqID string, pr *parsedRequest, rep *reply, delay time.Duration) bool {
+func (s *Server) writeMessage(ctx context.Context, w http.ResponseWriter, reqID string, pr *parsedRequest, rep *reply, delay time.Duration) bool {
 	if !sleep(ctx, delay) {
 		return false
 	}
@@ -174,7 +175,7 @@ func (e *sseWriter) event(name string, data func(b []byte) []byte) {
 
 // streamMessage streams a reply with the Anthropic event sequence,
 // reporting whether it was delivered completely.
-func (s *Server) streamMessage(w http.ResponseWriter, ctx context.Context, reqID string, pr *parsedRequest, rep *reply, latency, perToken time.Duration) bool {
+func (s *Server) streamMessage(ctx context.Context, w http.ResponseWriter, reqID string, pr *parsedRequest, rep *reply, latency, perToken time.Duration) bool {
 	if !sleep(ctx, latency) {
 		return false
 	}

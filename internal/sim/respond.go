@@ -75,10 +75,10 @@ func (s *Server) setRateLimitHeaders(h http.Header, tokens int64, exhausted bool
 	reqs := s.window.requests.Load()
 	used := s.window.tokens.Add(tokens)
 	h["Anthropic-Ratelimit-Requests-Limit"] = hdrRequestsLimit
-	if exhausted {
+	if exhausted || reqs >= requestsPerMinute {
 		h["Anthropic-Ratelimit-Requests-Remaining"] = hdrZero
 	} else {
-		h["Anthropic-Ratelimit-Requests-Remaining"] = []string{strconv.FormatInt(max(requestsPerMinute-reqs, 0), 10)}
+		h["Anthropic-Ratelimit-Requests-Remaining"] = []string{strconv.FormatInt(requestsPerMinute-reqs, 10)}
 	}
 	h["Anthropic-Ratelimit-Requests-Reset"] = reset
 	h["Anthropic-Ratelimit-Tokens-Limit"] = hdrTokensLimit

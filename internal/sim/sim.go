@@ -86,7 +86,7 @@ func DefaultModels() []string {
 
 // Stats is a snapshot of a [Server]'s counters.
 type Stats struct {
-	// Requests counts all /v1/messages requests received.
+	// Requests counts all POST /v1/messages requests received.
 	Requests int64
 	// Succeeded counts /v1/messages requests answered with a complete 200
 	// response (including those delayed by a "slow" fault).

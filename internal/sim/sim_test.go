@@ -413,6 +413,33 @@ func TestScript(t *testing.T) {
 	require.Panics(t, func() { s.Script("bogus") })
 }
 
+// TestScriptReset checks that a reset on a reused keep-alive connection is
+// not retried behind the client's back (which would consume a second entry).
+func TestScriptReset(t *testing.T) {
+	t.Parallel()
+	s, url := start(t, sim.Config{})
+	client := newClient(url)
+
+	_, err := client.Messages.New(t.Context(), params("warm up the connection"))
+	require.NoError(t, err)
+
+	s.Script(sim.FaultReset, sim.Fault529)
+	_, err = client.Messages.New(t.Context(), params("reset"))
+	require.Error(t, err)
+	var apiErr *anthropic.Error
+	require.False(t, errors.As(err, &apiErr), "want a transport error, got %v", err)
+
+	_, err = client.Messages.New(t.Context(), params("overloaded"))
+	require.ErrorAs(t, err, &apiErr)
+	require.Equal(t, 529, apiErr.StatusCode)
+
+	_, err = client.Messages.New(t.Context(), params("fine again"))
+	require.NoError(t, err)
+	st := s.Stats()
+	require.Equal(t, int64(4), st.Requests)
+	require.Equal(t, map[string]int64{"reset": 1, "529": 1}, st.Faults)
+}
+
 func TestFaultRate(t *testing.T) {
 	t.Parallel()
 	s, url := start(t, sim.Config{FaultRate: 1, Faults: []string{"529"}, Seed: 7})

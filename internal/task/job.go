@@ -63,7 +63,8 @@ func (h *JobHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("job:run: bad payload: %v: %w", err, asynq.SkipRetry)
 	}
 	log := h.Logger.With("job_id", p.ID, "user_id", p.UserID)
-	prev, err := h.Queue.Start(ctx, p.ID, h.Now())
+	started := h.Now().UTC()
+	prev, err := h.Queue.Start(ctx, p.ID, started)
 	if err != nil {
 		return Infra(err)
 	}
@@ -71,8 +72,7 @@ func (h *JobHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	case claudeq.StatusSucceeded, claudeq.StatusFailed:
 		return nil // finished before; its completion mark was lost
 	case claudeq.StatusCanceled:
-		err := h.finish(ctx, &p, claudeq.StatusCanceled, nil, "", &claudeq.JobError{Type: "canceled", Message: "job canceled before it ran"})
-		return err
+		return h.finish(ctx, &p, started, claudeq.StatusCanceled, nil, "", &claudeq.JobError{Type: "canceled", Message: "job canceled before it ran"})
 	case claudeq.StatusRunning, "":
 		// A re-run: a worker died, or Redis lost the completion mark.
 		if j, err := h.Store.Job(ctx, p.ID); err == nil {
@@ -109,17 +109,17 @@ func (h *JobHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 				return err
 			}
 			log.Warn("job failed", "node", node, "attempt", n+1, "err", err)
-			return h.finish(ctx, &p, claudeq.StatusFailed, nil, node, &claudeq.JobError{
+			return h.finish(ctx, &p, started, claudeq.StatusFailed, nil, node, &claudeq.JobError{
 				Type: claudeq.ErrorKind(err).String(), Message: claudeq.ErrorMessage(err)})
 		}
 	}
-	return h.finish(ctx, &p, claudeq.StatusSucceeded, resp, node, nil)
+	return h.finish(ctx, &p, started, claudeq.StatusSucceeded, resp, node, nil)
 }
 
 // finish writes the terminal record (durably, through group commit), then
 // the live state and the cache. Any store failure retries the task without
 // using up a retry; the stash keeps the answer for that retry.
-func (h *JobHandler) finish(ctx context.Context, p *JobPayload, status claudeq.Status, resp *upstream.Response, node string, jerr *claudeq.JobError) error {
+func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Time, status claudeq.Status, resp *upstream.Response, node string, jerr *claudeq.JobError) error {
 	ctx = context.WithoutCancel(ctx) // finishing must not be cut short by the job's own deadline
 	now := h.Now().UTC()
 	n, _ := asynq.GetRetryCount(ctx)
@@ -138,7 +138,7 @@ func (h *JobHandler) finish(ctx context.Context, p *JobPayload, status claudeq.S
 	if status == claudeq.StatusCanceled {
 		j.Attempts = 0
 	} else {
-		j.StartedAt = &now
+		j.StartedAt = &started
 	}
 	if resp != nil {
 		j.Result = resp.Raw
