@@ -180,7 +180,9 @@ func TestCancelQueuedJob(t *testing.T) {
 	require.Equal(t, http.StatusConflict, r.Status)
 
 	e.run(app.Roles{Worker: true})
-	require.Eventually(t, func() bool { return e.count("jobs", bson.D{{Key: "_id", Value: id}, {Key: "status", Value: "canceled"}}) == 1 },
+	require.Eventually(t, func() bool {
+		return e.count("jobs", bson.D{{Key: "_id", Value: id}, {Key: "status", Value: "canceled"}}) == 1
+	},
 		10*time.Second, 50*time.Millisecond)
 	j := do(t, "GET", base+"/api/claude/jobs/"+id, key, nil).json(t)
 	require.Equal(t, "canceled", j["status"])

@@ -1,0 +1,30 @@
+# claudeq — run `make help` for the list of targets.
+SHELL := /usr/bin/env bash
+GO    ?= go
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: run
+run: ## Run everything in one process (claudeq dev): embedded Redis, FerretDB and simulated upstream
+	@scripts/require-go.sh && $(GO) run ./cmd/claudeq dev
+
+.PHONY: test
+test: ## Run all tests against real servers (installs redis-server if it can)
+	@scripts/require-go.sh && scripts/ensure-redis.sh && $(GO) test -race -timeout 20m ./...
+
+.PHONY: bench
+bench: ## Measure the job path and write docs/benchmarks.md
+	@scripts/require-go.sh && scripts/ensure-redis.sh && $(GO) run ./scripts/bench -out docs/benchmarks.md
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: files above need formatting"; exit 1; }
+	$(GO) vet ./...
+
+.PHONY: build
+build: ## Build the binaries into bin/
+	$(GO) build -o bin/ ./cmd/...

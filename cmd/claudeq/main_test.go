@@ -1,0 +1,66 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/claudeq/claudeq/internal/apikey"
+	"github.com/claudeq/claudeq/internal/config"
+	"github.com/claudeq/claudeq/internal/mongotest"
+	"github.com/claudeq/claudeq/internal/store"
+)
+
+func TestKeysCreateListRevoke(t *testing.T) {
+	t.Parallel()
+	db := mongotest.DB(t)
+	env := config.Map(map[string]string{"CLAUDEQ_MONGO_URI": mongotest.URI(t), "CLAUDEQ_MONGO_DATABASE": db.Name()})
+	cli := func(args ...string) (string, string, error) {
+		var out, errb bytes.Buffer
+		err := run(context.Background(), args, env, &out, &errb)
+		return out.String(), errb.String(), err
+	}
+
+	out, info, err := cli("keys", "create", "--user", "alice", "--department", "research", "--tier", "opus", "--admin")
+	require.NoError(t, err)
+	key := strings.TrimSpace(out)
+	require.True(t, apikey.WellFormed(key), key)
+	require.Contains(t, info, "shown only this once")
+
+	// Only the hash is stored, with the key's principal.
+	s := store.New(db)
+	k, err := s.KeyByHash(context.Background(), apikey.Hash(key))
+	require.NoError(t, err)
+	require.Equal(t, "alice", k.UserID)
+	require.Equal(t, "research", k.Department)
+	require.Equal(t, "opus", k.Tier)
+	require.ElementsMatch(t, []string{"jobs", "batches", "admin"}, k.Scopes)
+	require.Nil(t, k.RevokedAt)
+
+	out, _, err = cli("keys", "list")
+	require.NoError(t, err)
+	require.Contains(t, out, k.ID)
+	require.Contains(t, out, "alice")
+	require.NotContains(t, out, key, "a key is never listed")
+
+	_, _, err = cli("keys", "revoke", k.ID)
+	require.NoError(t, err)
+	k, err = s.KeyByHash(context.Background(), apikey.Hash(key))
+	require.NoError(t, err)
+	require.NotNil(t, k.RevokedAt)
+
+	_, _, err = cli("keys", "revoke", "key_nope")
+	require.ErrorContains(t, err, "no key key_nope")
+	_, _, err = cli("keys", "create", "--user", "bob")
+	require.ErrorContains(t, err, "--user and --department are required")
+}
+
+func TestKeysNeedAStore(t *testing.T) {
+	t.Parallel()
+	var out, errb bytes.Buffer
+	err := run(context.Background(), []string{"keys", "list"}, config.Map(map[string]string{"CLAUDEQ_DATA_DIR": t.TempDir()}), &out, &errb)
+	require.ErrorContains(t, err, "set CLAUDEQ_MONGO_URI, or start `claudeq dev`")
+}
