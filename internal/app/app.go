@@ -120,6 +120,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (a *App, err error
 			Now: o.Now, Logger: o.Logger, IdempotencyTTL: cfg.IdempotencyTTL,
 		})
 		mux.Handle(task.TypeRetention, &task.RetentionHandler{Store: a.Store, Retention: cfg.Retention, Now: o.Now, Logger: o.Logger})
+		mux.Handle(task.TypeReconcile, &task.ReconcileHandler{Queue: a.Queue, Store: a.Store, Now: o.Now, Logger: o.Logger})
 		a.srv = queue.NewServer(a.rdb, queue.ServerOptions{
 			Concurrency: cfg.WorkerConcurrency, TaskCheckInterval: cfg.TaskCheckInterval,
 			DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval, ShutdownTimeout: cfg.ShutdownTimeout,
@@ -184,24 +185,46 @@ func (a *App) Addr() string {
 // Redis returns the queue Redis client.
 func (a *App) Redis() *redis.Client { return a.rdb }
 
-// schedule enqueues the periodic tasks once per period. The TaskID names the
+// periodic is one task the scheduler enqueues every period.
+type periodic struct {
+	typ   string
+	every time.Duration
+}
+
+// schedule enqueues each periodic task once per period. The TaskID names the
 // period and the task is retained for the period, so any number of
 // schedulers enqueue it once.
 func (a *App) schedule(ctx context.Context, now func() time.Time) {
-	every := a.cfg.RetentionInterval
+	entries := []periodic{
+		{typ: task.TypeRetention, every: a.cfg.RetentionInterval},
+		{typ: task.TypeReconcile, every: a.cfg.ReconcileInterval},
+	}
+	done := make(chan struct{}, len(entries))
+	for _, p := range entries {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			a.runPeriodic(ctx, now, p)
+		}()
+	}
+	for range entries {
+		<-done
+	}
+}
+
+func (a *App) runPeriodic(ctx context.Context, now func() time.Time, p periodic) {
 	for {
 		t := now()
-		_, err := a.Queue.Client().EnqueueContext(ctx, asynq.NewTask(task.TypeRetention, nil),
-			asynq.TaskID(task.PeriodTaskID(task.TypeRetention, t, every)), asynq.Queue(queue.Critical),
-			asynq.Retention(every), asynq.MaxRetry(3))
+		_, err := a.Queue.Client().EnqueueContext(ctx, asynq.NewTask(p.typ, nil),
+			asynq.TaskID(task.PeriodTaskID(p.typ, t, p.every)), asynq.Queue(queue.Critical),
+			asynq.Retention(p.every), asynq.MaxRetry(3))
 		switch {
 		case err == nil:
-			a.log.Info("retention sweep enqueued")
+			a.log.Debug("periodic task enqueued", "type", p.typ)
 		case errors.Is(err, asynq.ErrTaskIDConflict):
 		case ctx.Err() == nil:
-			a.log.Warn("enqueue retention sweep failed", "err", err)
+			a.log.Warn("enqueue periodic task failed", "type", p.typ, "err", err)
 		}
-		next := t.Truncate(every).Add(every).Sub(t)
+		next := t.Truncate(p.every).Add(p.every).Sub(t)
 		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 			next = min(next, 5*time.Second)
 		}

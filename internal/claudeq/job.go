@@ -62,10 +62,18 @@ type JobError struct {
 
 // Usage is the token usage of one call, in the Anthropic shape.
 type Usage struct {
-	InputTokens              int64 `json:"input_tokens" bson:"input_tokens"`
-	OutputTokens             int64 `json:"output_tokens" bson:"output_tokens"`
-	CacheCreationInputTokens int64 `json:"cache_creation_input_tokens" bson:"cache_creation_input_tokens"`
-	CacheReadInputTokens     int64 `json:"cache_read_input_tokens" bson:"cache_read_input_tokens"`
+	InputTokens              int64          `json:"input_tokens" bson:"input_tokens"`
+	OutputTokens             int64          `json:"output_tokens" bson:"output_tokens"`
+	CacheCreationInputTokens int64          `json:"cache_creation_input_tokens" bson:"cache_creation_input_tokens"`
+	CacheReadInputTokens     int64          `json:"cache_read_input_tokens" bson:"cache_read_input_tokens"`
+	CacheCreation            *CacheCreation `json:"cache_creation,omitempty" bson:"cache_creation,omitempty"`
+}
+
+// CacheCreation splits cache-write tokens by cache lifetime (they are
+// priced differently).
+type CacheCreation struct {
+	Ephemeral5mInputTokens int64 `json:"ephemeral_5m_input_tokens" bson:"ephemeral_5m_input_tokens"`
+	Ephemeral1hInputTokens int64 `json:"ephemeral_1h_input_tokens" bson:"ephemeral_1h_input_tokens"`
 }
 
 // Total returns every token the call consumed, all classes included.

@@ -80,6 +80,10 @@ type Config struct {
 	Retention time.Duration
 	// RetentionInterval is how often the scheduler sweeps. CLAUDEQ_RETENTION_INTERVAL, default 1h.
 	RetentionInterval time.Duration
+	// ReconcileInterval is how often the scheduler looks for jobs whose
+	// workers were lost (archived by asynq) and fails them.
+	// CLAUDEQ_RECONCILE_INTERVAL, default 1m.
+	ReconcileInterval time.Duration
 	// TaskCheckInterval is asynq's idle poll interval: the pick-up latency of
 	// an idle worker. CLAUDEQ_TASK_CHECK_INTERVAL, default 20ms.
 	TaskCheckInterval time.Duration
@@ -190,6 +194,7 @@ func Load(getenv func(string) string) (Config, error) {
 		RetryMax:                 l.dur("CLAUDEQ_RETRY_MAX", 5*time.Minute),
 		Retention:                l.dur("CLAUDEQ_RETENTION", 30*24*time.Hour),
 		RetentionInterval:        l.dur("CLAUDEQ_RETENTION_INTERVAL", time.Hour),
+		ReconcileInterval:        l.dur("CLAUDEQ_RECONCILE_INTERVAL", time.Minute),
 		TaskCheckInterval:        l.dur("CLAUDEQ_TASK_CHECK_INTERVAL", 20*time.Millisecond),
 		DelayedTaskCheckInterval: l.dur("CLAUDEQ_DELAYED_TASK_CHECK_INTERVAL", time.Second),
 		KeyCacheTTL:              l.dur("CLAUDEQ_KEY_CACHE_TTL", 30*time.Second),
@@ -215,6 +220,9 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 	if c.RetentionInterval == 0 {
 		l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_RETENTION_INTERVAL: must be positive"))
+	}
+	if c.ReconcileInterval == 0 {
+		l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_RECONCILE_INTERVAL: must be positive"))
 	}
 	return c, errors.Join(l.errs...)
 }

@@ -18,6 +18,7 @@ import (
 const (
 	TypeJobRun    = queue.TypeJobRun
 	TypeRetention = "maintenance:retention"
+	TypeReconcile = "maintenance:reconcile"
 )
 
 // JobPayload is the message of a job:run task: everything the worker needs,

@@ -1,0 +1,106 @@
+package task
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/claudeq/claudeq/internal/claudeq"
+	"github.com/claudeq/claudeq/internal/queue"
+)
+
+// JobSaver writes a terminal job record directly.
+type JobSaver interface {
+	JobStore
+	SaveJob(ctx context.Context, j *claudeq.Job) error
+}
+
+// ReconcileHandler runs maintenance:reconcile tasks. asynq archives a task
+// whose every attempt ended with its worker dying (a crash uses up a retry
+// and no handler runs to say so); without this sweep such a job would stay
+// "running" forever. The sweep gives each one a terminal failed record.
+type ReconcileHandler struct {
+	Queue  *queue.Queue
+	Store  JobSaver
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+// ErrWorkerLost is the error of a job whose attempts all died with their
+// worker.
+const ErrWorkerLost = "worker_lost"
+
+// ProcessTask implements asynq.Handler.
+func (h *ReconcileHandler) ProcessTask(ctx context.Context, _ *asynq.Task) error {
+	insp := h.Queue.Inspector()
+	fixed := 0
+	for _, qname := range []string{queue.Critical, queue.Default, queue.Batch} {
+		for page := 1; ; page++ {
+			tasks, err := insp.ListArchivedTasks(qname, asynq.PageSize(100), asynq.Page(page))
+			if err != nil {
+				if errors.Is(err, asynq.ErrQueueNotFound) {
+					break
+				}
+				return Infra(err)
+			}
+			for _, ti := range tasks {
+				if ti.Type != TypeJobRun {
+					continue
+				}
+				done, err := h.reconcile(ctx, ti)
+				if err != nil {
+					return Infra(err)
+				}
+				if done {
+					fixed++
+				}
+			}
+			if len(tasks) < 100 {
+				break
+			}
+		}
+	}
+	if fixed > 0 {
+		h.Logger.Warn("reconciled jobs whose workers were lost", "jobs", fixed)
+	}
+	return nil
+}
+
+func (h *ReconcileHandler) reconcile(ctx context.Context, ti *asynq.TaskInfo) (bool, error) {
+	var p JobPayload
+	if err := json.Unmarshal(ti.Payload, &p); err != nil || p.ID == "" {
+		return false, nil
+	}
+	st, err := h.Queue.State(ctx, p.ID)
+	if err == nil && st.Status.Terminal() {
+		return false, nil
+	}
+	if err != nil && claudeq.ErrorKind(err) != claudeq.KindNotFound {
+		return false, err
+	}
+	if _, err := h.Store.Job(ctx, p.ID); err == nil {
+		return false, nil
+	} else if claudeq.ErrorKind(err) != claudeq.KindNotFound {
+		return false, err
+	}
+	now := h.Now().UTC()
+	var req struct {
+		Model string `json:"model"`
+	}
+	_ = json.Unmarshal(p.Request, &req)
+	j := &claudeq.Job{
+		ID: p.ID, Kind: p.Kind, Status: claudeq.StatusFailed, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID,
+		Model: req.Model, SessionID: p.SessionID, Metadata: p.Metadata, RequestHash: p.RequestHash,
+		Attempts: ti.Retried + 1, CreatedAt: p.CreatedAt.UTC(), FinishedAt: &now,
+		Error: &claudeq.JobError{Type: ErrWorkerLost, Message: "every attempt ended with its worker stopping (crash or kill) before the job finished; last error: " + ti.LastErr},
+	}
+	if err := h.Store.SaveJob(ctx, j); err != nil {
+		return false, err
+	}
+	h.Logger.Warn("job failed: worker lost", "job_id", p.ID, "attempts", j.Attempts)
+	return true, h.Queue.Finish(ctx, p.ID, claudeq.StatusFailed, now, "", 24*time.Hour)
+}
