@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/claudeq/claudeq/internal/api"
 	"github.com/claudeq/claudeq/internal/apikey"
 	"github.com/claudeq/claudeq/internal/app"
 	"github.com/claudeq/claudeq/internal/claudeq"
@@ -63,8 +65,9 @@ func openStore(ctx context.Context, getenv func(string) string) (*store.Store, f
 func keysCmd(getenv func(string) string) *cobra.Command {
 	cmd := &cobra.Command{Use: "keys", Short: "Create, list and revoke API keys"}
 
-	var user, dept, tier, name string
+	var user, dept, tier, name, expires string
 	var admin bool
+	var scopes []string
 	create := &cobra.Command{
 		Use:   "create --user U --department D [--tier T] [--admin]",
 		Short: "Create an API key; it is printed once and only its SHA-256 is stored",
@@ -73,24 +76,25 @@ func keysCmd(getenv func(string) string) *cobra.Command {
 			if strings.TrimSpace(user) == "" || strings.TrimSpace(dept) == "" {
 				return errors.New("--user and --department are required")
 			}
+			sc := slices.Clone(scopes)
+			if admin && !slices.Contains(sc, claudeq.ScopeAdmin) {
+				sc = append(sc, claudeq.ScopeAdmin)
+			}
+			k, key, err := api.NewKey(user, dept, tier, name, sc, expires, time.Now())
+			if err != nil {
+				return errors.New(claudeq.ErrorMessage(err))
+			}
 			s, closeFn, err := openStore(c.Context(), getenv)
 			if err != nil {
 				return err
 			}
 			defer closeFn()
-			key, id := apikey.New()
-			scopes := []string{claudeq.ScopeJobs, claudeq.ScopeBatches}
-			if admin {
-				scopes = append(scopes, claudeq.ScopeAdmin)
-			}
-			k := store.APIKey{ID: id, Hash: apikey.Hash(key), Prefix: apikey.Display(key), Name: name,
-				UserID: user, Department: dept, Tier: tier, Scopes: scopes, CreatedAt: time.Now().UTC()}
 			if err := s.CreateKey(c.Context(), k); err != nil {
 				return err
 			}
 			fmt.Fprintf(c.OutOrStdout(), "%s\n", key)
 			fmt.Fprintf(c.ErrOrStderr(), "created %s for user %q (department %q, tier %q, scopes %s); the key is shown only this once\n",
-				id, user, dept, tier, strings.Join(scopes, ","))
+				k.ID, k.UserID, k.Department, k.Tier, strings.Join(k.Scopes, ","))
 			return nil
 		},
 	}
@@ -99,6 +103,8 @@ func keysCmd(getenv func(string) string) *cobra.Command {
 	create.Flags().StringVar(&tier, "tier", "standard", "tier of the key")
 	create.Flags().StringVar(&name, "name", "", "a label for lists")
 	create.Flags().BoolVar(&admin, "admin", false, "grant the admin scope")
+	create.Flags().StringSliceVar(&scopes, "scopes", []string{claudeq.ScopeJobs, claudeq.ScopeBatches}, "scopes: jobs, batches, admin, admin:read")
+	create.Flags().StringVar(&expires, "expires-in", "", "expire the key after this long, e.g. 2160h (default: never)")
 
 	list := &cobra.Command{
 		Use:   "list",
@@ -115,14 +121,16 @@ func keysCmd(getenv func(string) string) *cobra.Command {
 				return err
 			}
 			w := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tPREFIX\tUSER\tDEPARTMENT\tTIER\tSCOPES\tCREATED\tREVOKED")
-			for _, k := range keys {
-				rev := "-"
-				if k.RevokedAt != nil {
-					rev = k.RevokedAt.UTC().Format(time.RFC3339)
+			fmt.Fprintln(w, "ID\tPREFIX\tUSER\tDEPARTMENT\tTIER\tSCOPES\tCREATED\tEXPIRES\tREVOKED\tLAST USED")
+			ts := func(t *time.Time) string {
+				if t == nil {
+					return "-"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, k.UserID, k.Department, k.Tier,
-					strings.Join(k.Scopes, ","), k.CreatedAt.UTC().Format(time.RFC3339), rev)
+				return t.UTC().Format(time.RFC3339)
+			}
+			for _, k := range keys {
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Prefix, k.UserID, k.Department, k.Tier,
+					strings.Join(k.Scopes, ","), k.CreatedAt.UTC().Format(time.RFC3339), ts(k.ExpiresAt), ts(k.RevokedAt), ts(k.LastUsedAt))
 			}
 			return w.Flush()
 		},
@@ -145,6 +153,30 @@ func keysCmd(getenv func(string) string) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(create, list, revoke)
+	var grace time.Duration
+	rotate := &cobra.Command{
+		Use:   "rotate KEY_ID [--grace 24h]",
+		Short: "Issue a new key with the same user, department, tier and scopes; the old one works for the grace period",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			s, closeFn, err := openStore(c.Context(), getenv)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			now := time.Now()
+			key, id := apikey.New()
+			next := store.APIKey{ID: id, Hash: apikey.Hash(key), Prefix: apikey.Display(key), CreatedAt: now.UTC()}
+			if err := s.RotateKey(c.Context(), args[0], next, now.Add(grace)); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "%s\n", key)
+			fmt.Fprintf(c.ErrOrStderr(), "created %s replacing %s, which stops working at %s; the key is shown only this once\n",
+				id, args[0], now.Add(grace).UTC().Format(time.RFC3339))
+			return nil
+		},
+	}
+	rotate.Flags().DurationVar(&grace, "grace", api.DefaultRotationGrace, "how long the old key keeps working")
+	cmd.AddCommand(create, list, revoke, rotate)
 	return cmd
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -45,6 +46,30 @@ func TestKeysCreateListRevoke(t *testing.T) {
 	require.Contains(t, out, k.ID)
 	require.Contains(t, out, "alice")
 	require.NotContains(t, out, key, "a key is never listed")
+
+	// Rotation: a new key for the same principal; the old one expires after the grace.
+	out, info, err = cli("keys", "rotate", k.ID, "--grace", "1h")
+	require.NoError(t, err)
+	rotated := strings.TrimSpace(out)
+	require.Contains(t, info, "replacing "+k.ID)
+	k2, err := s.KeyByHash(context.Background(), apikey.Hash(rotated))
+	require.NoError(t, err)
+	require.Equal(t, "alice", k2.UserID)
+	require.ElementsMatch(t, k.Scopes, k2.Scopes)
+	old, err := s.Key(context.Background(), k.ID)
+	require.NoError(t, err)
+	require.NotNil(t, old.ExpiresAt)
+	require.WithinDuration(t, time.Now().Add(time.Hour), *old.ExpiresAt, time.Minute)
+	require.Equal(t, k2.ID, old.RotatedTo)
+
+	_, _, err = cli("keys", "create", "--user", "carol", "--department", "d", "--scopes", "jobs,root")
+	require.ErrorContains(t, err, `unknown scope "root"`)
+	out, _, err = cli("keys", "create", "--user", "carol", "--department", "d", "--scopes", "admin:read", "--expires-in", "48h")
+	require.NoError(t, err)
+	k3, err := s.KeyByHash(context.Background(), apikey.Hash(strings.TrimSpace(out)))
+	require.NoError(t, err)
+	require.Equal(t, []string{"admin:read"}, k3.Scopes)
+	require.WithinDuration(t, time.Now().Add(48*time.Hour), *k3.ExpiresAt, time.Minute)
 
 	_, _, err = cli("keys", "revoke", k.ID)
 	require.NoError(t, err)

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/subtle"
 	"net/http"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/claudeq/claudeq/internal/apikey"
 	"github.com/claudeq/claudeq/internal/claudeq"
+	"github.com/claudeq/claudeq/internal/store"
 )
 
 // keyCache remembers key lookups briefly so that the submit path does not
@@ -22,9 +24,10 @@ type keyCache struct {
 }
 
 type cachedKey struct {
-	p       claudeq.Principal
-	revoked bool
-	exp     time.Time
+	p    claudeq.Principal
+	hash string
+	key  store.APIKey
+	exp  time.Time
 }
 
 func newKeyCache(ttl time.Duration) *keyCache {
@@ -109,25 +112,58 @@ func (s *Server) principal(ctx context.Context, key string) (claudeq.Principal, 
 	}
 	h := apikey.Hash(key)
 	now := s.now()
-	if v, ok := s.keys.get(h, now); ok {
-		if v.revoked {
-			return claudeq.Principal{}, claudeq.Errorf(claudeq.KindAuthentication, "API key revoked")
+	v, ok := s.keys.get(h, now)
+	if !ok {
+		k, err := s.st.KeyByHash(ctx, h)
+		if err != nil {
+			if claudeq.ErrorKind(err) == claudeq.KindNotFound {
+				return claudeq.Principal{}, claudeq.Errorf(claudeq.KindAuthentication, "invalid API key")
+			}
+			return claudeq.Principal{}, &claudeq.Error{Kind: claudeq.KindUnavailable, Op: "api.auth", Msg: "cannot check API keys right now, try again", Err: err}
 		}
-		return v.p, nil
+		v = cachedKey{p: k.Principal(), hash: k.Hash, key: k}
+		s.keys.put(h, v, now)
 	}
-	k, err := s.st.KeyByHash(ctx, h)
-	if err != nil {
-		if claudeq.ErrorKind(err) == claudeq.KindNotFound {
-			return claudeq.Principal{}, claudeq.Errorf(claudeq.KindAuthentication, "invalid API key")
-		}
-		return claudeq.Principal{}, &claudeq.Error{Kind: claudeq.KindUnavailable, Op: "api.auth", Msg: "cannot check API keys right now, try again", Err: err}
+	// The lookup went by hash; compare again in constant time so that no
+	// code path compares secrets byte by byte.
+	if subtle.ConstantTimeCompare([]byte(v.hash), []byte(h)) != 1 {
+		return claudeq.Principal{}, claudeq.Errorf(claudeq.KindAuthentication, "invalid API key")
 	}
-	v := cachedKey{p: k.Principal(), revoked: k.RevokedAt != nil && !k.RevokedAt.After(now)}
-	s.keys.put(h, v, now)
-	if v.revoked {
-		return claudeq.Principal{}, claudeq.Errorf(claudeq.KindAuthentication, "API key revoked")
+	if why := v.key.Usable(now); why != "" {
+		return claudeq.Principal{}, claudeq.Errorf(claudeq.KindAuthentication, "API key %s", why)
 	}
+	s.used.touch(v.p.KeyID, now)
 	return v.p, nil
+}
+
+// lastUsed collects when keys were used, for a periodic flush to the store
+// (writing on every request would put the store on the submit path).
+type lastUsed struct {
+	mu sync.Mutex
+	m  map[string]time.Time
+}
+
+func (l *lastUsed) touch(id string, t time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil {
+		l.m = make(map[string]time.Time)
+	}
+	l.m[id] = t
+}
+
+func (l *lastUsed) take() map[string]time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := l.m
+	l.m = nil
+	return m
+}
+
+// FlushKeyUse writes the keys' last-used times to the store; the api's owner
+// calls it periodically and at shutdown.
+func (s *Server) FlushKeyUse(ctx context.Context) error {
+	return s.st.TouchKeys(ctx, s.used.take())
 }
 
 func principalOf(c echo.Context) claudeq.Principal {

@@ -32,6 +32,7 @@ type chatBody struct {
 	SessionID     string          `json:"session_id"`
 	Metadata      map[string]any  `json:"metadata"`
 	Cache         *bool           `json:"cache"`
+	WebhookURL    string          `json:"webhook_url"`
 }
 
 type analyzeBody struct {
@@ -44,6 +45,7 @@ type analyzeBody struct {
 	SessionID    string         `json:"session_id"`
 	Metadata     map[string]any `json:"metadata"`
 	Cache        *bool          `json:"cache"`
+	WebhookURL   string         `json:"webhook_url"`
 }
 
 // analyzePrompts are the purpose-built system prompts of /analyze.
@@ -62,6 +64,7 @@ type jobSpec struct {
 	sessionID string
 	metadata  map[string]any
 	cacheBody *bool
+	webhook   string
 }
 
 func (s *Server) model(name string) (claudeq.Model, error) {
@@ -80,7 +83,7 @@ func (s *Server) chat(c echo.Context) error {
 	if err := s.readJSON(c, &b); err != nil {
 		return err
 	}
-	spec := jobSpec{kind: claudeq.JobChat, sessionID: b.SessionID, metadata: b.Metadata, cacheBody: b.Cache}
+	spec := jobSpec{kind: claudeq.JobChat, sessionID: b.SessionID, metadata: b.Metadata, cacheBody: b.Cache, webhook: b.WebhookURL}
 	m, err := s.model(b.Model)
 	if err != nil {
 		return err
@@ -140,7 +143,7 @@ func (s *Server) analyze(c echo.Context) error {
 	if err := checkSampling(b.Temperature, nil, nil); err != nil {
 		return err
 	}
-	spec := jobSpec{kind: claudeq.JobAnalyze, sessionID: b.SessionID, metadata: b.Metadata, cacheBody: b.Cache}
+	spec := jobSpec{kind: claudeq.JobAnalyze, sessionID: b.SessionID, metadata: b.Metadata, cacheBody: b.Cache, webhook: b.WebhookURL}
 	spec.req.Model, spec.req.Temperature, spec.req.System = m.ID, b.Temperature, jsonString(sys)
 	spec.req.Messages, _ = json.Marshal([]map[string]string{{"role": "user", "content": b.Content}})
 	if spec.req.MaxTokens, err = checkMaxTokens(b.MaxTokens, s.opt.DefaultMaxTokens, m); err != nil {
@@ -157,6 +160,11 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 	if err := checkMetadata(spec.metadata); err != nil {
 		return err
 	}
+	if spec.webhook != "" {
+		if err := s.wh.Policy.CheckURL(spec.webhook); err != nil {
+			return err
+		}
+	}
 	ctx := c.Request().Context()
 	p := principalOf(c)
 	now := s.now().UTC().Truncate(time.Millisecond)
@@ -166,7 +174,7 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 		return err
 	}
 	md, _ := json.Marshal(spec.metadata)
-	rh := sha256.Sum256([]byte(spec.kind + "\x00" + spec.sessionID + "\x00" + string(md) + "\x00" + cacheFlag(spec.cacheBody) + "\x00" + string(body)))
+	rh := sha256.Sum256([]byte(spec.kind + "\x00" + spec.sessionID + "\x00" + string(md) + "\x00" + cacheFlag(spec.cacheBody) + "\x00" + spec.webhook + "\x00" + string(body)))
 	reqHash := hex.EncodeToString(rh[:])
 
 	id := randomID("job_", 15)
@@ -185,6 +193,9 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 	}
 
 	read, write := cacheModes(spec.cacheBody, c.Request().Header.Get("Cache-Control"))
+	if spec.webhook != "" {
+		read = false // a job with a webhook always runs, so that its event is sent
+	}
 	var cacheKey string
 	if s.c.Enabled() && (read || write) {
 		cacheKey = cache.Key(p.UserID, body)
@@ -207,7 +218,7 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 	payload, err := json.Marshal(task.JobPayload{
 		ID: id, Kind: spec.kind, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID,
 		SessionID: spec.sessionID, Metadata: spec.metadata, Request: body, RequestHash: reqHash,
-		CacheKey: cacheKey, CreatedAt: now,
+		CacheKey: cacheKey, CreatedAt: now, WebhookURL: spec.webhook,
 	})
 	if err != nil {
 		return err

@@ -20,13 +20,30 @@ import (
 	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/queue"
 	"github.com/claudeq/claudeq/internal/store"
+	"github.com/claudeq/claudeq/internal/task"
+	"github.com/claudeq/claudeq/internal/webhook"
 )
 
-// Store is what the api reads from the durable store.
+// Store is what the api needs of the durable store.
 type Store interface {
 	Job(ctx context.Context, id string) (*claudeq.Job, error)
-	KeyByHash(ctx context.Context, hash string) (store.APIKey, error)
 	Ping(ctx context.Context) error
+	KeyByHash(ctx context.Context, hash string) (store.APIKey, error)
+	Key(ctx context.Context, id string) (store.APIKey, error)
+	Keys(ctx context.Context) ([]store.APIKey, error)
+	CreateKey(ctx context.Context, k store.APIKey) error
+	RevokeKey(ctx context.Context, id string, t time.Time) error
+	RotateKey(ctx context.Context, oldID string, next store.APIKey, graceEnd time.Time) error
+	TouchKeys(ctx context.Context, used map[string]time.Time) error
+	Attempts(ctx context.Context, jobID string) ([]store.Attempt, error)
+}
+
+// Webhooks is what the api needs for webhook callbacks.
+type Webhooks struct {
+	Policy   *webhook.Policy      // who may be called back
+	Secrets  *webhook.SecretStore // per-user signing secrets
+	Notifier *task.Notifier       // redelivery
+	Grace    time.Duration        // default grace of a secret rotation
 }
 
 // Options are the api's settings; see config.Config for their meaning and
@@ -45,13 +62,14 @@ type Options struct {
 
 // Deps are the api's collaborators.
 type Deps struct {
-	Queue   *queue.Queue
-	Store   Store
-	Cache   *cache.Cache
-	Catalog *claudeq.Catalog
-	Logger  *slog.Logger
-	Now     func() time.Time
-	Options Options
+	Queue    *queue.Queue
+	Store    Store
+	Cache    *cache.Cache
+	Catalog  *claudeq.Catalog
+	Logger   *slog.Logger
+	Now      func() time.Time
+	Options  Options
+	Webhooks Webhooks
 }
 
 // Server is the api. It is safe for concurrent use.
@@ -65,6 +83,8 @@ type Server struct {
 	now  func() time.Time
 	opt  Options
 	keys *keyCache
+	used lastUsed
+	wh   Webhooks
 }
 
 // New returns the api with its routes.
@@ -85,7 +105,7 @@ func New(d Deps) *Server {
 		d.Options.MaxBodyBytes = 1 << 20
 	}
 	s := &Server{q: d.Queue, st: d.Store, c: d.Cache, cat: d.Catalog, log: d.Logger, now: d.Now, opt: d.Options,
-		keys: newKeyCache(d.Options.KeyCacheTTL)}
+		keys: newKeyCache(d.Options.KeyCacheTTL), wh: d.Webhooks}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.errorHandler
@@ -99,6 +119,16 @@ func New(d Deps) *Server {
 	g.GET("/jobs/:id", s.getJob)
 	g.DELETE("/jobs/:id", s.cancelJob)
 	g.DELETE("/cache", s.purgeCache)
+	g.GET("/jobs/:id/webhooks", s.jobWebhooks)
+	g.POST("/jobs/:id/webhooks/redeliver", s.redeliver)
+	g.GET("/webhooks/secret", s.webhookSecret)
+	g.POST("/webhooks/secret/rotate", s.rotateWebhookSecret)
+
+	ad := e.Group("/admin", s.auth(claudeq.ScopeAdminRead), s.adminWrites)
+	ad.GET("/keys", s.listKeys)
+	ad.POST("/keys", s.createKey)
+	ad.DELETE("/keys/:id", s.revokeKey)
+	ad.POST("/keys/:id/rotate", s.rotateKey)
 	return s
 }
 

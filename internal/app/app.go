@@ -24,6 +24,7 @@ import (
 	"github.com/claudeq/claudeq/internal/store"
 	"github.com/claudeq/claudeq/internal/task"
 	"github.com/claudeq/claudeq/internal/upstream"
+	"github.com/claudeq/claudeq/internal/webhook"
 )
 
 // Roles says which parts a process runs.
@@ -54,18 +55,20 @@ type App struct {
 	ln       net.Listener
 	schedOff context.CancelFunc
 	schedWG  chan struct{}
+	bgOff    context.CancelFunc
+	bgWG     chan struct{}
 	API      *api.Server
 }
 
 // Start connects to Redis and MongoDB and starts the requested roles.
-func Start(ctx context.Context, cfg config.Config, o Options) (a *App, err error) {
+func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	a = &App{cfg: cfg, log: o.Logger}
+	a := &App{cfg: cfg, log: o.Logger}
 	defer func() {
 		if err != nil {
 			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -103,6 +106,9 @@ func Start(ctx context.Context, cfg config.Config, o Options) (a *App, err error
 	}
 	a.Queue = queue.New(a.rdb)
 	ch := cache.New(a.crdb, cfg.CacheTTL)
+	notifier := &task.Notifier{Client: a.Queue.Client(), PublicURL: cfg.PublicURL, MaxBody: cfg.WebhookMaxBytes,
+		Schedule: cfg.WebhookSchedule, Retention: cfg.IdempotencyTTL, Now: o.Now}
+	secrets := webhook.NewSecretStore(a.rdb, o.Now)
 
 	if o.Roles.Worker {
 		up := o.Upstream
@@ -117,14 +123,28 @@ func Start(ctx context.Context, cfg config.Config, o Options) (a *App, err error
 		mux := asynq.NewServeMux()
 		mux.Handle(task.TypeJobRun, &task.JobHandler{
 			Queue: a.Queue, Store: a.Store, Committer: a.commit, Cache: ch, Upstream: up,
-			Now: o.Now, Logger: o.Logger, IdempotencyTTL: cfg.IdempotencyTTL,
+			Now: o.Now, Logger: o.Logger, IdempotencyTTL: cfg.IdempotencyTTL, Notifier: notifier,
+		})
+		mux.Handle(webhook.TypeDeliver, &webhook.Handler{
+			Secrets:   secrets.Secrets,
+			Deliverer: webhook.NewDeliverer(webhook.Config{Policy: cfg.WebhookAllow, Timeout: cfg.WebhookTimeout, Now: o.Now}),
+			Recorder: webhook.RecorderFunc(func(ctx context.Context, at webhook.Attempt) error {
+				return a.Store.RecordAttempt(ctx, store.Attempt(at))
+			}),
+			Schedule: cfg.WebhookSchedule,
+			OnGone: func(_ context.Context, p webhook.Payload) error {
+				o.Logger.Warn("webhook receiver answered 410 Gone: not calling it again for this event", "job_id", p.JobID)
+				return nil
+			},
+			Now: o.Now, Logger: o.Logger,
 		})
 		mux.Handle(task.TypeRetention, &task.RetentionHandler{Store: a.Store, Retention: cfg.Retention, Now: o.Now, Logger: o.Logger})
 		mux.Handle(task.TypeReconcile, &task.ReconcileHandler{Queue: a.Queue, Store: a.Store, Now: o.Now, Logger: o.Logger})
 		a.srv = queue.NewServer(a.rdb, queue.ServerOptions{
 			Concurrency: cfg.WorkerConcurrency, TaskCheckInterval: cfg.TaskCheckInterval,
 			DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval, ShutdownTimeout: cfg.ShutdownTimeout,
-			RetryDelay: task.RetryDelay(cfg.RetryBase, cfg.RetryMax), IsFailure: task.IsFailure, Logger: o.Logger,
+			RetryDelay: retryDelay(cfg), Logger: o.Logger,
+			IsFailure: func(err error) bool { return task.IsFailure(err) && !webhook.IsInfra(err) },
 		})
 		if err := a.srv.Start(mux); err != nil {
 			return nil, fmt.Errorf("start worker: %w", err)
@@ -150,6 +170,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (a *App, err error
 				KeyCacheTTL: cfg.KeyCacheTTL, IdempotencyTTL: cfg.IdempotencyTTL, CacheTTL: cfg.CacheTTL,
 				JobMaxRetries: cfg.JobMaxRetries, JobTimeout: cfg.JobTimeout,
 			},
+			Webhooks: api.Webhooks{Policy: cfg.WebhookAllow, Secrets: secrets, Notifier: notifier, Grace: cfg.WebhookSecretGrace},
 		})
 		a.ln, err = net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {
@@ -169,9 +190,41 @@ func Start(ctx context.Context, cfg config.Config, o Options) (a *App, err error
 				o.Logger.Error("http server stopped", "err", err)
 			}
 		}()
+		bctx, stop := context.WithCancel(context.Background())
+		a.bgOff, a.bgWG = stop, make(chan struct{})
+		go func() {
+			defer close(a.bgWG)
+			t := time.NewTicker(30 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-bctx.Done():
+					return
+				case <-t.C:
+					fctx, cancel := context.WithTimeout(bctx, 10*time.Second)
+					if err := a.API.FlushKeyUse(fctx); err != nil {
+						o.Logger.Warn("recording key use failed", "err", err)
+					}
+					cancel()
+				}
+			}
+		}()
 		o.Logger.Info("api listening", "addr", a.ln.Addr().String())
 	}
 	return a, nil
+}
+
+// retryDelay is the worker's asynq RetryDelayFunc: webhook deliveries follow
+// their schedule, jobs a jittered exponential backoff.
+func retryDelay(cfg config.Config) asynq.RetryDelayFunc {
+	jobs := task.RetryDelay(cfg.RetryBase, cfg.RetryMax)
+	hooks := cfg.WebhookSchedule.RetryDelayFunc()
+	return func(n int, err error, t *asynq.Task) time.Duration {
+		if t.Type() == webhook.TypeDeliver {
+			return hooks(n, err, t)
+		}
+		return jobs(n, err, t)
+	}
 }
 
 // Addr returns the api's listening address ("" without the api role).
@@ -244,6 +297,13 @@ func (a *App) Shutdown(ctx context.Context) error {
 	if a.httpSrv != nil {
 		if err := a.httpSrv.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
+		}
+	}
+	if a.bgOff != nil {
+		a.bgOff()
+		<-a.bgWG
+		if err := a.API.FlushKeyUse(ctx); err != nil {
+			a.log.Warn("recording key use failed", "err", err)
 		}
 	}
 	if a.schedOff != nil {

@@ -51,6 +51,8 @@ func RunDev(ctx context.Context, getenv func(string) string, stdout, stderr io.W
 			return "text"
 		case "CLAUDEQ_LOG_LEVEL":
 			return "warn"
+		case "CLAUDEQ_WEBHOOK_ALLOW":
+			return "http://127.0.0.1,http://[::1]"
 		}
 		return ""
 	}

@@ -49,6 +49,7 @@ type Job struct {
 	Cached      bool            `json:"cached" bson:"cached"`
 	Error       *JobError       `json:"error,omitempty" bson:"error,omitempty"`
 	Attempts    int             `json:"attempts" bson:"attempts"`
+	WebhookURL  string          `json:"webhook_url,omitempty" bson:"webhook_url,omitempty"`
 	CreatedAt   time.Time       `json:"created_at" bson:"created_at"`
 	StartedAt   *time.Time      `json:"started_at" bson:"started_at,omitempty"`
 	FinishedAt  *time.Time      `json:"finished_at" bson:"finished_at,omitempty"`
@@ -95,9 +96,15 @@ const (
 	ScopeJobs    = "jobs"
 	ScopeBatches = "batches"
 	ScopeAdmin   = "admin"
+	// ScopeAdminRead allows the admin routes that only read (GET).
+	ScopeAdminRead = "admin:read"
 )
 
-// Has reports whether p carries scope; admin implies every scope.
+// KnownScopes lists every scope, for validation.
+var KnownScopes = []string{ScopeJobs, ScopeBatches, ScopeAdmin, ScopeAdminRead}
+
+// Has reports whether p carries scope; admin implies every scope and
+// admin:read is implied by admin.
 func (p Principal) Has(scope string) bool {
 	for _, s := range p.Scopes {
 		if s == scope || s == ScopeAdmin {

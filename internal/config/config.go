@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/claudeq/claudeq/internal/webhook"
 )
 
 // Secret is a string that never prints: String, LogValue and MarshalJSON all
@@ -109,6 +111,27 @@ type Config struct {
 	LogLevel slog.Level
 	// LogFormat is json or text. CLAUDEQ_LOG_FORMAT, default json (text in claudeq dev).
 	LogFormat string
+	// PublicURL is the gateway's address as callers reach it, the base of
+	// result_url in webhook events. CLAUDEQ_PUBLIC_URL, default
+	// http://HTTPAddr.
+	PublicURL string
+	// WebhookAllow lets webhooks reach hosts the SSRF policy refuses
+	// (private addresses, plain http). CLAUDEQ_WEBHOOK_ALLOW, a comma list
+	// of IPs, CIDRs, host names or *.suffix, each optionally prefixed with
+	// http:// to permit plain http; default empty (claudeq dev:
+	// http://127.0.0.1,http://[::1]).
+	WebhookAllow *webhook.Policy
+	// WebhookSchedule is the delay before each delivery attempt.
+	// CLAUDEQ_WEBHOOK_SCHEDULE, default 0,5s,5m,30m,2h,5h,10h,10h.
+	WebhookSchedule webhook.Schedule
+	// WebhookTimeout bounds one delivery attempt. CLAUDEQ_WEBHOOK_TIMEOUT, default 15s.
+	WebhookTimeout time.Duration
+	// WebhookMaxBytes: the result is inlined in an event only while the body
+	// stays this small. CLAUDEQ_WEBHOOK_MAX_BYTES, default 20480.
+	WebhookMaxBytes int
+	// WebhookSecretGrace is how long the previous signing secret keeps
+	// signing after a rotation. CLAUDEQ_WEBHOOK_SECRET_GRACE, default 24h.
+	WebhookSecretGrace time.Duration
 	// MetricsAddr, when set, serves /metrics on its own listener instead of
 	// the api's. CLAUDEQ_METRICS_ADDR, default empty.
 	MetricsAddr string
@@ -204,6 +227,23 @@ func Load(getenv func(string) string) (Config, error) {
 		DefaultMaxTokens:         int(l.int("CLAUDEQ_DEFAULT_MAX_TOKENS", 1024, 1)),
 		LogFormat:                l.str("CLAUDEQ_LOG_FORMAT", "json"),
 		MetricsAddr:              l.str("CLAUDEQ_METRICS_ADDR", ""),
+	}
+	c.PublicURL = l.str("CLAUDEQ_PUBLIC_URL", "http://"+c.HTTPAddr)
+	c.WebhookTimeout = l.dur("CLAUDEQ_WEBHOOK_TIMEOUT", 15*time.Second)
+	c.WebhookMaxBytes = int(l.int("CLAUDEQ_WEBHOOK_MAX_BYTES", webhook.DefaultMaxBody, 1024))
+	c.WebhookSecretGrace = l.dur("CLAUDEQ_WEBHOOK_SECRET_GRACE", 24*time.Hour)
+	if p, err := webhook.ParsePolicy(l.str("CLAUDEQ_WEBHOOK_ALLOW", "")); err != nil {
+		l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_WEBHOOK_ALLOW: %w", err))
+	} else {
+		c.WebhookAllow = p
+	}
+	c.WebhookSchedule = webhook.DefaultSchedule
+	if v := l.str("CLAUDEQ_WEBHOOK_SCHEDULE", ""); v != "" {
+		if sch, err := webhook.ParseSchedule(v); err != nil {
+			l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_WEBHOOK_SCHEDULE: %w", err))
+		} else {
+			c.WebhookSchedule = sch
+		}
 	}
 	c.CacheRedisURL = Secret(l.url("CLAUDEQ_CACHE_REDIS_URL", string(c.RedisURL), "redis", "rediss", "unix"))
 	if err := c.LogLevel.UnmarshalText([]byte(l.str("CLAUDEQ_LOG_LEVEL", "info"))); err != nil {

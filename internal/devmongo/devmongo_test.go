@@ -1,9 +1,12 @@
 package devmongo_test
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -78,18 +81,56 @@ func TestStopCutsClients(t *testing.T) {
 	require.Error(t, c.Ping(pctx, nil))
 }
 
-func TestContextCancelStops(t *testing.T) {
+func TestContextOnlyBoundsStartup(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	uri, stop, err := devmongo.Start(ctx, t.TempDir(), nil)
 	require.NoError(t, err)
 	cancel()
-	stop() // waits for the shutdown triggered by ctx
 
 	c := connect(t, uri)
+	require.NoError(t, c.Ping(context.Background(), nil), "still serving after ctx is cancelled")
+	require.NoError(t, c.Disconnect(context.Background()))
+	stop()
+
+	c2 := connect(t, uri)
 	pctx, cancelPing := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancelPing()
-	require.Error(t, c.Ping(pctx, nil))
+	require.Error(t, c2.Ping(pctx, nil))
+}
+
+func TestLoggerGetsOnlyErrors(t *testing.T) {
+	t.Parallel()
+	var buf syncBuffer
+	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	uri, stop, err := devmongo.Start(context.Background(), t.TempDir(), logger)
+	require.NoError(t, err)
+	c := connect(t, uri)
+	coll := c.Database("d").Collection("c")
+	_, err = coll.InsertOne(context.Background(), bson.M{"_id": 1})
+	require.NoError(t, err)
+	_, err = coll.InsertOne(context.Background(), bson.M{"_id": 1})
+	require.True(t, mongo.IsDuplicateKeyError(err), "%v", err)
+	require.NoError(t, c.Disconnect(context.Background()))
+	stop()
+	require.Empty(t, buf.String(), "Info/Warn chatter (connections, failed commands) is dropped")
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func TestStartErrors(t *testing.T) {

@@ -292,7 +292,35 @@ func (s *Server) logTail() string {
 }
 
 // waitForPing waits until addr answers PING, p exits, or startTimeout.
+// It first polls with plain TCP dials until the port accepts connections
+// (go-redis backs off for 100 ms after a refused dial), then PINGs with
+// go-redis until the server is ready (it answers LOADING while it reads its
+// AOF).
 func waitForPing(addr string, p *process) error {
+	deadline := time.Now().Add(startTimeout)
+	exited := func() error {
+		select {
+		case <-p.done:
+			return fmt.Errorf("redis-server exited during startup: %v", p.waitErr)
+		default:
+			return nil
+		}
+	}
+	for {
+		conn, err := net.DialTimeout("tcp", addr, 500*time.Millisecond)
+		if err == nil {
+			_ = conn.Close()
+			break
+		}
+		if err := exited(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("port not open within %v: %w", startTimeout, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
 	c := redis.NewClient(&redis.Options{
 		Addr:        addr,
 		DialTimeout: 500 * time.Millisecond,
@@ -301,22 +329,21 @@ func waitForPing(addr string, p *process) error {
 		PoolSize:    1,
 	})
 	defer c.Close()
-	deadline := time.Now().Add(startTimeout)
-	var err error
-	for time.Now().Before(deadline) {
+	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		err = c.Ping(ctx).Err()
+		err := c.Ping(ctx).Err()
 		cancel()
 		if err == nil {
 			return nil
 		}
-		select {
-		case <-p.done:
-			return fmt.Errorf("redis-server exited during startup: %v", p.waitErr)
-		case <-time.After(20 * time.Millisecond):
+		if err := exited(); err != nil {
+			return err
 		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no PING answer within %v: %w", startTimeout, err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	return fmt.Errorf("no PING answer within %v: %w", startTimeout, err)
 }
 
 func findBinary() (string, error) {

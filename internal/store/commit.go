@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -18,6 +19,10 @@ import (
 type Record struct {
 	Job  *claudeq.Job // the terminal job record (required)
 	Turn *Turn        // the conversation turn, for succeeded jobs
+	// Ledger is the billing entry of a job whose upstream call was billed.
+	// It is inserted before the job record (the terminal mark); a
+	// duplicate _id means it was billed before and counts as success.
+	Ledger *LedgerEntry
 }
 
 // CommitterOptions shapes group commit.
@@ -130,6 +135,30 @@ func (c *Committer) flusher() {
 // re-run job) and counts as success.
 func (s *Store) write(ctx context.Context, recs []Record) []error {
 	errs := make([]error, len(recs))
+	// Ledger entries first: the job record is the terminal mark, so a job
+	// is never terminal without its bill; a crash in between re-runs the
+	// job, whose ledger insert is then a duplicate, i.e. a no-op.
+	var ledgerModels []mongo.WriteModel
+	var ledgerIdx []int
+	for i, r := range recs {
+		if r.Ledger != nil {
+			doc, err := ledgerDoc(r.Ledger)
+			if err != nil {
+				errs[i] = err
+				continue
+			}
+			ledgerModels = append(ledgerModels, mongo.NewInsertOneModel().SetDocument(doc))
+			ledgerIdx = append(ledgerIdx, i)
+		}
+	}
+	if len(ledgerModels) > 0 {
+		res := bulkErrors(s.ledger().BulkWrite(ctx, ledgerModels, options.BulkWrite().SetOrdered(false)))
+		for k, e := range res(len(ledgerModels)) {
+			if e != nil {
+				errs[ledgerIdx[k]] = e
+			}
+		}
+	}
 	var jobModels []mongo.WriteModel
 	var jobIdx []int
 	var convModels []mongo.WriteModel
@@ -139,7 +168,17 @@ func (s *Store) write(ctx context.Context, recs []Record) []error {
 		// and a re-run cannot overwrite it.
 		jobModels = append(jobModels, mongo.NewInsertOneModel().SetDocument(jobDoc(r.Job)))
 		jobIdx = append(jobIdx, i)
-		if r.Turn != nil {
+		if r.Turn != nil && errs[i] == nil {
+			if r.Turn.Rerun && r.Turn.SessionID != "" {
+				done, err := s.applied(ctx, r.Turn)
+				if err != nil {
+					errs[i] = &claudeq.Error{Kind: claudeq.KindUnavailable, Op: "store.write", Msg: "job store unavailable", Err: err}
+					continue
+				}
+				if done {
+					continue
+				}
+			}
 			convModels = append(convModels, turnModel(r.Turn))
 			convIdx = append(convIdx, i)
 		}
@@ -155,7 +194,7 @@ func (s *Store) write(ctx context.Context, recs []Record) []error {
 			}
 		}
 	}
-	// Skip the job record of any record whose turn failed.
+	// Skip the job record of any record whose ledger entry or turn failed.
 	var jm []mongo.WriteModel
 	var ji []int
 	for k, m := range jobModels {
@@ -208,10 +247,22 @@ func jobDoc(j *claudeq.Job) *claudeq.Job {
 	return &c
 }
 
+// turnModel is the write of one conversation turn. On FerretDB only inserts
+// are fast (measured: ~10,000 inserts/s, ~150 updates/s, and an update whose
+// filter is more than _id scans the whole collection), so a job without a
+// session inserts its own conversation, and a session's turn is an update
+// by _id alone. Exactly once: a repeated insert is a duplicate key; a
+// session turn of a re-run job is checked first (see applied).
 func turnModel(t *Turn) mongo.WriteModel {
 	id := ConversationID(t.UserID, t.SessionID, t.JobID)
+	if t.SessionID == "" {
+		return mongo.NewInsertOneModel().SetDocument(Conversation{
+			ID: id, UserID: t.UserID, Messages: t.Messages, ModelUsed: t.Model, TokensConsumed: t.Tokens,
+			JobIDs: []string{t.JobID}, CreatedAt: t.At, UpdatedAt: t.At,
+		})
+	}
 	return mongo.NewUpdateOneModel().
-		SetFilter(bson.D{{Key: "_id", Value: id}, {Key: "job_ids", Value: bson.D{{Key: "$ne", Value: t.JobID}}}}).
+		SetFilter(bson.D{{Key: "_id", Value: id}}).
 		SetUpdate(bson.D{
 			{Key: "$push", Value: bson.D{
 				{Key: "messages", Value: bson.D{{Key: "$each", Value: t.Messages}}},
@@ -225,4 +276,21 @@ func turnModel(t *Turn) mongo.WriteModel {
 				{Key: "created_at", Value: t.At},
 			}},
 		}).SetUpsert(true)
+}
+
+// applied reports whether a re-run job's session turn is already in its
+// conversation. Only re-runs ask: asynq runs one attempt of a job at a time,
+// so nothing else appends this job's turn meanwhile.
+func (s *Store) applied(ctx context.Context, t *Turn) (bool, error) {
+	var c struct {
+		JobIDs []string `bson:"job_ids"`
+	}
+	err := s.convs.FindOne(ctx, bson.D{{Key: "_id", Value: ConversationID(t.UserID, t.SessionID, t.JobID)}}).Decode(&c)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return slices.Contains(c.JobIDs, t.JobID), nil
 }

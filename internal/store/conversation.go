@@ -24,13 +24,17 @@ type Turn struct {
 	Messages  []Message
 	Tokens    int64
 	At        time.Time
+	// Rerun marks the turn of a job that may have run before (a worker
+	// died, or Redis lost the completion mark): its session turn is checked
+	// for before it is appended.
+	Rerun bool
 }
 
 // Conversation is the stored document, with the original design's fields.
 type Conversation struct {
 	ID             string    `bson:"_id" json:"id"`
 	UserID         string    `bson:"user_id" json:"user_id"`
-	SessionID      string    `bson:"session_id" json:"session_id"`
+	SessionID      string    `bson:"session_id,omitempty" json:"session_id,omitempty"`
 	Messages       []Message `bson:"messages" json:"messages"`
 	ModelUsed      string    `bson:"model_used" json:"model_used"`
 	TokensConsumed int64     `bson:"tokens_consumed" json:"tokens_consumed"`

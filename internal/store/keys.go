@@ -24,6 +24,22 @@ type APIKey struct {
 	Scopes     []string   `bson:"scopes" json:"scopes"`
 	CreatedAt  time.Time  `bson:"created_at" json:"created_at"`
 	RevokedAt  *time.Time `bson:"revoked_at,omitempty" json:"revoked_at,omitempty"`
+	// ExpiresAt, when set, is when the key stops working (an expiry given at
+	// creation, or the end of the grace period after a rotation).
+	ExpiresAt  *time.Time `bson:"expires_at,omitempty" json:"expires_at,omitempty"`
+	RotatedTo  string     `bson:"rotated_to,omitempty" json:"rotated_to,omitempty"`
+	LastUsedAt *time.Time `bson:"last_used_at,omitempty" json:"last_used_at,omitempty"`
+}
+
+// Usable says why k cannot be used at t ("revoked", "expired"), or "".
+func (k APIKey) Usable(t time.Time) string {
+	switch {
+	case k.RevokedAt != nil && !k.RevokedAt.After(t):
+		return "revoked"
+	case k.ExpiresAt != nil && !k.ExpiresAt.After(t):
+		return "expired"
+	}
+	return ""
 }
 
 // Principal returns the caller the key stands for.
@@ -57,6 +73,57 @@ func (s *Store) KeyByHash(ctx context.Context, hash string) (APIKey, error) {
 		return k, &claudeq.Error{Kind: claudeq.KindUnavailable, Op: "store.KeyByHash", Msg: "key store unavailable", Err: err}
 	}
 	return k, nil
+}
+
+// Key returns the key with id, or KindNotFound.
+func (s *Store) Key(ctx context.Context, id string) (APIKey, error) {
+	var k APIKey
+	err := s.keys.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&k)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return k, claudeq.Errorf(claudeq.KindNotFound, "no key %s", id)
+	}
+	return k, err
+}
+
+// RotateKey stores next, which takes over old's principal, and makes old
+// expire at graceEnd (or earlier, if it expires sooner anyway).
+func (s *Store) RotateKey(ctx context.Context, oldID string, next APIKey, graceEnd time.Time) error {
+	old, err := s.Key(ctx, oldID)
+	if err != nil {
+		return err
+	}
+	if why := old.Usable(time.Now()); why != "" {
+		return claudeq.Errorf(claudeq.KindConflict, "key %s is %s", oldID, why)
+	}
+	next.UserID, next.Department, next.Tier, next.Scopes = old.UserID, old.Department, old.Tier, old.Scopes
+	if next.Name == "" {
+		next.Name = old.Name
+	}
+	if err := s.CreateKey(ctx, next); err != nil {
+		return err
+	}
+	exp := graceEnd
+	if old.ExpiresAt != nil && old.ExpiresAt.Before(exp) {
+		exp = *old.ExpiresAt
+	}
+	_, err = s.keys.UpdateOne(ctx, bson.D{{Key: "_id", Value: oldID}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "expires_at", Value: exp}, {Key: "rotated_to", Value: next.ID}}}})
+	return err
+}
+
+// TouchKeys records when keys were last used (best effort: the api flushes
+// its in-memory times periodically).
+func (s *Store) TouchKeys(ctx context.Context, used map[string]time.Time) error {
+	if len(used) == 0 {
+		return nil
+	}
+	models := make([]mongo.WriteModel, 0, len(used))
+	for id, t := range used {
+		models = append(models, mongo.NewUpdateOneModel().SetFilter(bson.D{{Key: "_id", Value: id}}).
+			SetUpdate(bson.D{{Key: "$set", Value: bson.D{{Key: "last_used_at", Value: t}}}}))
+	}
+	_, err := s.keys.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+	return err
 }
 
 // Keys lists every key, newest first.

@@ -58,8 +58,13 @@ func (s *Store) EnsureIndexes(ctx context.Context) error {
 	if _, err := s.jobs.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "finished_at", Value: 1}}}); err != nil {
 		return err
 	}
-	_, err := s.convs.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "user_id", Value: 1}, {Key: "updated_at", Value: -1}}})
-	return err
+	if _, err := s.convs.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "user_id", Value: 1}, {Key: "updated_at", Value: -1}}}); err != nil {
+		return err
+	}
+	if err := s.EnsureWebhookIndexes(ctx); err != nil {
+		return err
+	}
+	return s.EnsureLedgerIndexes(ctx)
 }
 
 // Ping checks that the server answers.

@@ -47,6 +47,7 @@ type JobHandler struct {
 	Upstream       Upstream
 	Now            func() time.Time
 	Logger         *slog.Logger
+	Notifier       *Notifier     // nil: no webhooks
 	IdempotencyTTL time.Duration // how long a finished job's state stays in Redis
 	StashTTL       time.Duration // how long an undelivered answer is kept for the retry; default 24h
 }
@@ -72,11 +73,14 @@ func (h *JobHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	case claudeq.StatusSucceeded, claudeq.StatusFailed:
 		return nil // finished before; its completion mark was lost
 	case claudeq.StatusCanceled:
-		return h.finish(ctx, &p, started, claudeq.StatusCanceled, nil, "", &claudeq.JobError{Type: "canceled", Message: "job canceled before it ran"})
+		return h.finish(ctx, &p, started, false, claudeq.StatusCanceled, nil, "", &claudeq.JobError{Type: "canceled", Message: "job canceled before it ran"})
 	case claudeq.StatusRunning, "":
 		// A re-run: a worker died, or Redis lost the completion mark.
 		if j, err := h.Store.Job(ctx, p.ID); err == nil {
 			log.Info("job already finished; not running it again", "status", j.Status)
+			if err := h.Notifier.Notify(ctx, j, 0); err != nil {
+				return Infra(err)
+			}
 			if err := h.Queue.Finish(ctx, p.ID, j.Status, h.Now(), "", h.IdempotencyTTL); err != nil {
 				return Infra(err)
 			}
@@ -109,24 +113,24 @@ func (h *JobHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 				return err
 			}
 			log.Warn("job failed", "node", node, "attempt", n+1, "err", err)
-			return h.finish(ctx, &p, started, claudeq.StatusFailed, nil, node, &claudeq.JobError{
+			return h.finish(ctx, &p, started, prev != claudeq.StatusQueued, claudeq.StatusFailed, nil, node, &claudeq.JobError{
 				Type: claudeq.ErrorKind(err).String(), Message: claudeq.ErrorMessage(err)})
 		}
 	}
-	return h.finish(ctx, &p, started, claudeq.StatusSucceeded, resp, node, nil)
+	return h.finish(ctx, &p, started, prev != claudeq.StatusQueued, claudeq.StatusSucceeded, resp, node, nil)
 }
 
 // finish writes the terminal record (durably, through group commit), then
 // the live state and the cache. Any store failure retries the task without
 // using up a retry; the stash keeps the answer for that retry.
-func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Time, status claudeq.Status, resp *upstream.Response, node string, jerr *claudeq.JobError) error {
+func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Time, rerun bool, status claudeq.Status, resp *upstream.Response, node string, jerr *claudeq.JobError) error {
 	ctx = context.WithoutCancel(ctx) // finishing must not be cut short by the job's own deadline
 	now := h.Now().UTC()
 	n, _ := asynq.GetRetryCount(ctx)
 	j := &claudeq.Job{
 		ID: p.ID, Kind: p.Kind, Status: status, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID,
 		SessionID: p.SessionID, Metadata: p.Metadata, RequestHash: p.RequestHash, Error: jerr,
-		Attempts: n + 1, CreatedAt: p.CreatedAt.UTC(), FinishedAt: &now,
+		Attempts: n + 1, CreatedAt: p.CreatedAt.UTC(), FinishedAt: &now, WebhookURL: p.WebhookURL,
 	}
 	var req struct {
 		Model    string          `json:"model"`
@@ -150,7 +154,7 @@ func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Tim
 		rec.Turn = &store.Turn{
 			JobID: p.ID, UserID: p.UserID, SessionID: p.SessionID, Model: j.Model,
 			Messages: turnMessages(req.Messages, resp.Raw, p.SessionID != "", p.ID, now),
-			Tokens:   u.Total(), At: now,
+			Tokens:   u.Total(), At: now, Rerun: rerun,
 		}
 	}
 	if err := h.Committer.Commit(ctx, rec); err != nil {
@@ -164,6 +168,10 @@ func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Tim
 			}
 		}
 		h.Logger.Warn("storing job result failed; will retry", "job_id", p.ID, "err", err)
+		return Infra(err)
+	}
+	if err := h.Notifier.Notify(ctx, j, 0); err != nil {
+		h.Logger.Warn("enqueueing the webhook failed; will retry", "job_id", p.ID, "err", err)
 		return Infra(err)
 	}
 	cacheKey := ""

@@ -34,6 +34,7 @@ type JobPayload struct {
 	Request     json.RawMessage `json:"request"` // canonical Messages API body, sent upstream as is
 	RequestHash string          `json:"request_hash"`
 	CacheKey    string          `json:"cache_key,omitempty"` // "" = do not write the cache
+	WebhookURL  string          `json:"webhook_url,omitempty"`
 	CreatedAt   time.Time       `json:"created_at"`
 }
 

@@ -1,6 +1,3 @@
-// Package upstream calls Claude: one official-SDK client per upstream node,
-// with the SDK's own retries off (the queue owns retries), and the
-// classification of upstream failures into claudeq error kinds.
 package upstream
 
 import (

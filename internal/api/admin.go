@@ -1,0 +1,138 @@
+package api
+
+import (
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/claudeq/claudeq/internal/apikey"
+	"github.com/claudeq/claudeq/internal/claudeq"
+	"github.com/claudeq/claudeq/internal/store"
+)
+
+// DefaultRotationGrace is how long a rotated key keeps working unless the
+// request says otherwise: long enough to roll the new key out everywhere.
+const DefaultRotationGrace = 24 * time.Hour
+
+// adminWrites requires the full admin scope for anything but GET: the
+// admin:read scope only reads.
+func (s *Server) adminWrites(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if c.Request().Method != http.MethodGet && c.Request().Method != http.MethodHead {
+			if !slices.Contains(principalOf(c).Scopes, claudeq.ScopeAdmin) {
+				return claudeq.Errorf(claudeq.KindPermission, "this API key lacks the %q scope", claudeq.ScopeAdmin)
+			}
+		}
+		return next(c)
+	}
+}
+
+func (s *Server) listKeys(c echo.Context) error {
+	keys, err := s.st.Keys(c.Request().Context())
+	if err != nil {
+		return &claudeq.Error{Kind: claudeq.KindUnavailable, Op: "api.listKeys", Msg: "key store unavailable", Err: err}
+	}
+	if keys == nil {
+		keys = []store.APIKey{}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"data": keys})
+}
+
+type createKeyBody struct {
+	UserID     string   `json:"user_id"`
+	Department string   `json:"department"`
+	Tier       string   `json:"tier"`
+	Name       string   `json:"name"`
+	Scopes     []string `json:"scopes"`
+	ExpiresIn  string   `json:"expires_in"`
+}
+
+// NewKey validates the attributes of a key to create and returns it with
+// its secret. Shared by the admin API and the CLI.
+func NewKey(user, dept, tier, name string, scopes []string, expiresIn string, now time.Time) (store.APIKey, string, error) {
+	if strings.TrimSpace(user) == "" {
+		return store.APIKey{}, "", claudeq.Errorf(claudeq.KindInvalidRequest, "user_id: required")
+	}
+	if strings.TrimSpace(dept) == "" {
+		return store.APIKey{}, "", claudeq.Errorf(claudeq.KindInvalidRequest, "department: required")
+	}
+	if tier == "" {
+		tier = "standard"
+	}
+	if len(scopes) == 0 {
+		scopes = []string{claudeq.ScopeJobs, claudeq.ScopeBatches}
+	}
+	for _, sc := range scopes {
+		if !slices.Contains(claudeq.KnownScopes, sc) {
+			return store.APIKey{}, "", claudeq.Errorf(claudeq.KindInvalidRequest, "scopes: unknown scope %q; use %s", sc, strings.Join(claudeq.KnownScopes, ", "))
+		}
+	}
+	key, id := apikey.New()
+	k := store.APIKey{ID: id, Hash: apikey.Hash(key), Prefix: apikey.Display(key), Name: name, UserID: user,
+		Department: dept, Tier: tier, Scopes: scopes, CreatedAt: now.UTC()}
+	if expiresIn != "" {
+		d, err := time.ParseDuration(expiresIn)
+		if err != nil || d <= 0 {
+			return store.APIKey{}, "", claudeq.Errorf(claudeq.KindInvalidRequest, "expires_in: a positive duration such as 720h")
+		}
+		t := now.Add(d).UTC()
+		k.ExpiresAt = &t
+	}
+	return k, key, nil
+}
+
+func (s *Server) createKey(c echo.Context) error {
+	var b createKeyBody
+	if err := s.readJSON(c, &b); err != nil {
+		return err
+	}
+	k, key, err := NewKey(b.UserID, b.Department, b.Tier, b.Name, b.Scopes, b.ExpiresIn, s.now())
+	if err != nil {
+		return err
+	}
+	if err := s.st.CreateKey(c.Request().Context(), k); err != nil {
+		return err
+	}
+	s.log.Info("admin: key created", "key_id", k.ID, "user_id", k.UserID, "by", principalOf(c).KeyID)
+	return c.JSON(http.StatusCreated, map[string]any{"key": key, "data": k})
+}
+
+func (s *Server) revokeKey(c echo.Context) error {
+	id := c.Param("id")
+	if err := s.st.RevokeKey(c.Request().Context(), id, s.now().UTC()); err != nil {
+		return err
+	}
+	s.log.Info("admin: key revoked", "key_id", id, "by", principalOf(c).KeyID)
+	k, err := s.st.Key(c.Request().Context(), id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"data": k})
+}
+
+func (s *Server) rotateKey(c echo.Context) error {
+	id := c.Param("id")
+	grace := DefaultRotationGrace
+	if g := c.QueryParam("grace"); g != "" {
+		d, err := time.ParseDuration(g)
+		if err != nil || d < 0 {
+			return claudeq.Errorf(claudeq.KindInvalidRequest, "grace: a duration such as 24h (0s ends the old key now)")
+		}
+		grace = d
+	}
+	now := s.now()
+	key, newID := apikey.New()
+	next := store.APIKey{ID: newID, Hash: apikey.Hash(key), Prefix: apikey.Display(key), CreatedAt: now.UTC()}
+	if err := s.st.RotateKey(c.Request().Context(), id, next, now.Add(grace).UTC()); err != nil {
+		return err
+	}
+	s.log.Info("admin: key rotated", "key_id", id, "new_key_id", newID, "grace", grace, "by", principalOf(c).KeyID)
+	k, err := s.st.Key(c.Request().Context(), newID)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, map[string]any{"key": key, "data": k, "old_key_expires_at": now.Add(grace).UTC()})
+}

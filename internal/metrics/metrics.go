@@ -1,0 +1,387 @@
+package metrics
+
+import (
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/claudeq/claudeq/internal/claudeq"
+)
+
+// Defaults of Options.
+const (
+	DefaultMaxUserLabels       = 100
+	DefaultMaxDepartmentLabels = 100
+	DefaultMaxUserTypeLabels   = 20
+	DefaultMaxModelLabels      = 50
+	DefaultMaxNodeLabels       = 50
+)
+
+// Options configure New. The zero value is ready to use.
+type Options struct {
+	// MaxUserLabels is how many distinct user ids get their own user_id
+	// label on claude_tokens_consumed_total; later users are counted under
+	// "other". Default 100 (zero); negative means every user is "other".
+	MaxUserLabels int
+	// MaxDepartmentLabels is the same bound for the department label of
+	// claudeq_cost_usd_total. Default 100; negative means none.
+	MaxDepartmentLabels int
+	// MaxUserTypeLabels bounds the user_type label (a key's tier, set by
+	// operators). Default 20; negative means none.
+	MaxUserTypeLabels int
+	// MaxModelLabels bounds the model label. Models come from the catalog,
+	// so the bound is only a guard. Default 50; negative means none.
+	MaxModelLabels int
+	// MaxNodeLabels bounds the node label. Nodes come from configuration,
+	// so the bound is only a guard. Default 50; negative means none.
+	MaxNodeLabels int
+	// Inspector, when set, registers a QueueCollector that reads the asynq
+	// queues at every scrape. Register it in one role only (the scheduler,
+	// say): every process that does reports the same queues.
+	Inspector *asynq.Inspector
+	// Logger receives collection errors. Default: discard.
+	Logger *slog.Logger
+}
+
+func orDefault(v, def int) int {
+	switch {
+	case v == 0:
+		return def
+	case v < 0:
+		return 0
+	}
+	return v
+}
+
+// Buckets of claude_response_time_seconds: an LLM call takes from a tenth
+// of a second (a short cached-prompt answer) to minutes (long outputs).
+var responseTimeBuckets = []float64{0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120}
+
+// Buckets of claudeq_http_request_duration_seconds: most api requests
+// answer in milliseconds (submit, poll); POST /v1/messages waits for the
+// model.
+var httpBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120}
+
+// Metrics records claudeq's metrics into one registry. It is safe for
+// concurrent use.
+type Metrics struct {
+	requests      *prometheus.CounterVec
+	responseTime  *prometheus.HistogramVec
+	active        prometheus.Gauge
+	tokens        *prometheus.CounterVec
+	errors        *prometheus.CounterVec
+	cache         *prometheus.CounterVec
+	quota         *prometheus.CounterVec
+	cost          *prometheus.CounterVec
+	budget        *prometheus.GaugeVec
+	inflight      *prometheus.GaugeVec
+	nodeHealth    *prometheus.GaugeVec
+	webhooks      *prometheus.CounterVec
+	batchItems    *prometheus.CounterVec
+	httpRequests  *prometheus.CounterVec
+	httpDuration  *prometheus.HistogramVec
+	failOpen      prometheus.Counter
+	auditDropped  prometheus.Counter
+	auditBacklog  prometheus.Gauge
+	users, depts  *bounded
+	userTypes     *bounded
+	models, nodes *bounded
+}
+
+// New registers claudeq's metrics, the Go runtime and process collectors
+// and, with opts.Inspector, the asynq queue collector on reg, and returns
+// the recorder. It panics if reg already holds any of them (a wiring bug:
+// one registry per process, one New per registry).
+func New(reg *prometheus.Registry, opts Options) *Metrics {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "claude_requests_total",
+			Help: "Calls to the Claude API by model, outcome and caller tier (user_type).",
+		}, []string{"model", "status", "user_type"}),
+		responseTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "claude_response_time_seconds",
+			Help:    "Duration of calls to the Claude API, successful or not.",
+			Buckets: responseTimeBuckets,
+		}, []string{"model"}),
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "claude_active_connections",
+			Help: "Calls to the Claude API in flight in this process.",
+		}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "claude_tokens_consumed_total",
+			Help: "Tokens consumed (input, output and cache) by model and user; users beyond the label bound are \"other\".",
+		}, []string{"model", "user_id"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "claude_errors_total",
+			Help: "Errors by claudeq error type and model.",
+		}, []string{"error_type", "model"}),
+		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "claudeq_cache_requests_total",
+			Help: "Response-cache lookups by result (hit or miss).",
+		}, []string{"result"}),
+		quota: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "claudeq_quota_refusals_total",
+			Help: "Requests refused because a budget would be exceeded, by the budget's scope.",
+		}, []string{"scope"}),
+		cost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "claudeq_cost_usd_total",
+			Help: "Settled cost of upstream calls in US dollars by department and model; departments beyond the label bound are \"other\".",
+		}, []string{"department", "model"}),
+		budget: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "claudeq_budget_used_ratio",
+			Help: "Share of a daily budget spent or reserved (1 = exhausted), for the total budget (department=\"\") and per department.",
+		}, []string{"scope", "department"}),
+		inflight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "claudeq_upstream_inflight",
+			Help: "Calls in flight per upstream node in this process.",
+		}, []string{"node"}),
+		nodeHealth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "claudeq_upstream_node_health",
+			Help: "Health of each upstream node: 1 for its current status, 0 for the others.",
+		}, []string{"node", "status"}),
+		webhooks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "claudeq_webhook_deliveries_total",
+			Help: "Webhook delivery attempts by outcome.",
+		}, []string{"outcome"}),
+		batchItems: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "claudeq_batch_items_total",
+			Help: "Message batch items by state: submitted, then one terminal state each.",
+		}, []string{"state"}),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "claudeq_http_requests_total",
+			Help: "HTTP requests by Echo route template and status code.",
+		}, []string{"route", "code"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "claudeq_http_request_duration_seconds",
+			Help:    "HTTP request duration by Echo route template.",
+			Buckets: httpBuckets,
+		}, []string{"route"}),
+		failOpen: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "claudeq_ratelimit_failopen_total",
+			Help: "Requests let through without a rate-limit check because the limiter's Redis failed.",
+		}),
+		auditDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "claudeq_audit_dropped_total",
+			Help: "Audit records dropped because the backlog was full.",
+		}),
+		auditBacklog: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "claudeq_audit_backlog",
+			Help: "Audit records waiting to be written.",
+		}),
+		users:     newBounded(orDefault(opts.MaxUserLabels, DefaultMaxUserLabels)),
+		depts:     newBounded(orDefault(opts.MaxDepartmentLabels, DefaultMaxDepartmentLabels)),
+		userTypes: newBounded(orDefault(opts.MaxUserTypeLabels, DefaultMaxUserTypeLabels)),
+		models:    newBounded(orDefault(opts.MaxModelLabels, DefaultMaxModelLabels)),
+		nodes:     newBounded(orDefault(opts.MaxNodeLabels, DefaultMaxNodeLabels)),
+	}
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.requests, m.responseTime, m.active, m.tokens, m.errors,
+		m.cache, m.quota, m.cost, m.budget, m.inflight, m.nodeHealth, m.webhooks, m.batchItems,
+		m.httpRequests, m.httpDuration, m.failOpen, m.auditDropped, m.auditBacklog,
+	)
+	// Counters with a small closed label set start at zero, so that rate()
+	// and absent-series alerts work before the first event.
+	for s := range quotaScopes {
+		m.quota.WithLabelValues(string(s))
+	}
+	m.cache.WithLabelValues("hit")
+	m.cache.WithLabelValues("miss")
+	for o := range webhookOutcomes {
+		m.webhooks.WithLabelValues(string(o))
+	}
+	for s := range batchStates {
+		m.batchItems.WithLabelValues(string(s))
+	}
+	if opts.Inspector != nil {
+		reg.MustRegister(NewQueueCollector(opts.Inspector, opts.Logger))
+	}
+	return m
+}
+
+// Handler returns the /metrics handler for reg (the Prometheus text or
+// OpenMetrics format, as the scraper asks). Errors collecting one metric are
+// reported in the response and the rest is served.
+func Handler(reg *prometheus.Registry) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		Registry:          reg, // promhttp_metric_handler_errors_total
+		ErrorHandling:     promhttp.ContinueOnError,
+		EnableOpenMetrics: true,
+		Timeout:           10 * time.Second,
+	})
+}
+
+// ObserveUpstream records one finished call to the Claude API: its outcome
+// and tier of the caller (user_type) in claude_requests_total, its duration
+// in claude_response_time_seconds and, when tokens > 0, the tokens it
+// consumed for userID in claude_tokens_consumed_total. model is the resolved
+// model id; userID beyond Options.MaxUserLabels is counted as "other".
+// Record the error's type with Error as well when status is StatusError.
+func (m *Metrics) ObserveUpstream(model string, status Status, userType string, d time.Duration, tokens int64, userID string) {
+	model = m.models.value(model)
+	m.requests.WithLabelValues(model, enum(status, statuses), m.userTypes.value(userType)).Inc()
+	m.responseTime.WithLabelValues(model).Observe(d.Seconds())
+	if tokens > 0 {
+		m.tokens.WithLabelValues(model, m.users.value(userID)).Add(float64(tokens))
+	}
+}
+
+// Error counts one error of kind for model in claude_errors_total; model
+// may be empty when the request never got as far as choosing one.
+func (m *Metrics) Error(kind claudeq.Kind, model string) {
+	m.errors.WithLabelValues(kind.String(), m.models.value(model)).Inc()
+}
+
+// UpstreamStarted marks a call to the Claude API through node as in
+// flight (claude_active_connections, claudeq_upstream_inflight) and
+// returns the function that marks it finished. Calling done more than once
+// has no further effect.
+func (m *Metrics) UpstreamStarted(node string) (done func()) {
+	g := m.inflight.WithLabelValues(m.nodes.value(node))
+	g.Inc()
+	m.active.Inc()
+	var once atomic.Bool
+	return func() {
+		if once.CompareAndSwap(false, true) {
+			g.Dec()
+			m.active.Dec()
+		}
+	}
+}
+
+// CacheHit counts a response-cache lookup that found an answer.
+func (m *Metrics) CacheHit() { m.cache.WithLabelValues("hit").Inc() }
+
+// CacheMiss counts a response-cache lookup that found none.
+func (m *Metrics) CacheMiss() { m.cache.WithLabelValues("miss").Inc() }
+
+// QuotaRefused counts a request refused because the budget of scope would
+// be exceeded.
+func (m *Metrics) QuotaRefused(scope QuotaScope) {
+	m.quota.WithLabelValues(enum(scope, quotaScopes)).Inc()
+}
+
+// AddCost adds the settled cost of a call to model, in US dollars, to
+// department's total. Departments beyond Options.MaxDepartmentLabels are
+// counted as "other". Zero, negative, infinite and NaN amounts are ignored
+// (a counter only grows): record settled costs, never reservations.
+func (m *Metrics) AddCost(department, model string, usd float64) {
+	if !(usd > 0) || math.IsInf(usd, 1) {
+		return
+	}
+	m.cost.WithLabelValues(m.depts.value(department), m.models.value(model)).Add(usd)
+}
+
+// SetBudgetUsed records the share (0–1, above 1 when overspent) of a daily
+// budget that is spent or reserved: scope QuotaTotal with department "",
+// or QuotaDepartment with the department (bounded like AddCost's). Per-user
+// budgets are not exported (user ids would make the series unbounded) and
+// QuotaUser is ignored. The alert "budget near exhaustion" reads it.
+func (m *Metrics) SetBudgetUsed(scope QuotaScope, department string, ratio float64) {
+	if math.IsNaN(ratio) {
+		return
+	}
+	switch scope {
+	case QuotaTotal:
+		m.budget.WithLabelValues(string(QuotaTotal), "").Set(ratio)
+	case QuotaDepartment:
+		m.budget.WithLabelValues(string(QuotaDepartment), m.depts.value(department)).Set(ratio)
+	}
+}
+
+// SetNodeHealth records node's current health: 1 on its status series, 0
+// on the others.
+func (m *Metrics) SetNodeHealth(node string, status NodeStatus) {
+	n := m.nodes.value(node)
+	for _, s := range nodeStatuses {
+		v := 0.0
+		if s == status {
+			v = 1
+		}
+		m.nodeHealth.WithLabelValues(n, string(s)).Set(v)
+	}
+}
+
+// WebhookDelivery counts one webhook delivery attempt by outcome.
+func (m *Metrics) WebhookDelivery(outcome WebhookOutcome) {
+	m.webhooks.WithLabelValues(enum(outcome, webhookOutcomes)).Inc()
+}
+
+// BatchItems counts n batch items that reached state.
+func (m *Metrics) BatchItems(state BatchState, n int) {
+	if n <= 0 {
+		return
+	}
+	m.batchItems.WithLabelValues(enum(state, batchStates)).Add(float64(n))
+}
+
+// RateLimitFailOpen counts a request let through because the rate
+// limiter's Redis failed (rate limits fail open, on purpose).
+func (m *Metrics) RateLimitFailOpen() { m.failOpen.Inc() }
+
+// AuditDropped counts n audit records dropped.
+func (m *Metrics) AuditDropped(n int) {
+	if n > 0 {
+		m.auditDropped.Add(float64(n))
+	}
+}
+
+// SetAuditBacklog records how many audit records wait to be written.
+func (m *Metrics) SetAuditBacklog(n int) { m.auditBacklog.Set(float64(n)) }
+
+// observeHTTP records one answered HTTP request.
+func (m *Metrics) observeHTTP(route string, code int, d time.Duration) {
+	m.httpRequests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	m.httpDuration.WithLabelValues(route).Observe(d.Seconds())
+}
+
+// Names returns the names of the metric families claudeq exports beside
+// the go_* and process_* ones, sorted: what dashboards and alerts may
+// query. Histograms add _bucket, _sum and _count series to their name.
+func Names() []string {
+	return []string{
+		"asynq_queue_latency_seconds",
+		"asynq_queue_memory_usage_approx_bytes",
+		"asynq_queue_paused_total",
+		"asynq_queue_size",
+		"asynq_tasks_enqueued_total",
+		"asynq_tasks_failed_total",
+		"asynq_tasks_processed_total",
+		"claude_active_connections",
+		"claude_errors_total",
+		"claude_requests_total",
+		"claude_response_time_seconds",
+		"claude_tokens_consumed_total",
+		"claudeq_audit_backlog",
+		"claudeq_audit_dropped_total",
+		"claudeq_batch_items_total",
+		"claudeq_budget_used_ratio",
+		"claudeq_cache_requests_total",
+		"claudeq_cost_usd_total",
+		"claudeq_http_request_duration_seconds",
+		"claudeq_http_requests_total",
+		"claudeq_queue_metrics_up",
+		"claudeq_quota_refusals_total",
+		"claudeq_ratelimit_failopen_total",
+		"claudeq_upstream_inflight",
+		"claudeq_upstream_node_health",
+		"claudeq_webhook_deliveries_total",
+	}
+}
+
+// Histograms returns the names among Names that are histograms.
+func Histograms() []string {
+	return []string{"claude_response_time_seconds", "claudeq_http_request_duration_seconds"}
+}

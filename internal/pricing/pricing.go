@@ -1,0 +1,442 @@
+package pricing
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/claudeq/claudeq/internal/claudeq"
+)
+
+// ErrUnknownModel is wrapped by the error Cost and Estimate return for a
+// model id the table does not list when no default tier is configured.
+var ErrUnknownModel = errors.New("model has no price")
+
+// Rates are the prices of the five token classes.
+type Rates struct {
+	Input        Rate `json:"input" yaml:"input"`
+	Output       Rate `json:"output" yaml:"output"`
+	CacheWrite5m Rate `json:"cache_write_5m" yaml:"cache_write_5m"`
+	CacheWrite1h Rate `json:"cache_write_1h" yaml:"cache_write_1h"`
+	CacheRead    Rate `json:"cache_read" yaml:"cache_read"`
+}
+
+func (r Rates) validate() error {
+	for _, c := range []struct {
+		name string
+		v    Rate
+	}{{"input", r.Input}, {"output", r.Output}, {"cache_write_5m", r.CacheWrite5m}, {"cache_write_1h", r.CacheWrite1h}, {"cache_read", r.CacheRead}} {
+		// A zero price is far more likely a missing line than a free model,
+		// and a silent zero is what this table must never produce.
+		if c.v <= 0 {
+			return fmt.Errorf("%s: must be a positive price", c.name)
+		}
+	}
+	return nil
+}
+
+// LongPrompt is a price band for calls whose prompt (input + cache writes +
+// cache reads) is above AboveTokens: every token of such a call, output
+// included, is priced at these Rates.
+type LongPrompt struct {
+	AboveTokens int64 `json:"above_tokens" yaml:"above_tokens"`
+	Rates       `yaml:",inline"`
+}
+
+// Version is one price list of a model, effective from a date.
+type Version struct {
+	EffectiveFrom Date `json:"effective_from" yaml:"effective_from"`
+	Rates         `yaml:",inline"`
+	// BatchDiscountPercent is taken off every token class of Message
+	// Batches calls (50 for Anthropic's batch API).
+	BatchDiscountPercent int64       `json:"batch_discount_percent" yaml:"batch_discount_percent"`
+	LongPrompt           *LongPrompt `json:"long_prompt,omitempty" yaml:"long_prompt,omitempty"`
+}
+
+// File is the price file format, in YAML or JSON (see default.yaml).
+type File struct {
+	// ReplaceDefaults drops the embedded table instead of adding to it.
+	ReplaceDefaults bool `json:"replace_defaults,omitempty" yaml:"replace_defaults,omitempty"`
+	// DefaultTier prices model ids that are not listed: a tier alias
+	// ("sonnet") or a model id. Empty (in every file read) refuses them.
+	DefaultTier string `json:"default_tier,omitempty" yaml:"default_tier,omitempty"`
+	// Aliases map short names to model ids, e.g. haiku → claude-haiku-5-5.
+	Aliases map[string]string `json:"aliases,omitempty" yaml:"aliases,omitempty"`
+	// Models map a model id to its price versions.
+	Models map[string][]Version `json:"models" yaml:"models"`
+}
+
+// Table is a versioned price table. It is immutable and safe for concurrent
+// use.
+type Table struct {
+	models      map[string][]Version // sorted by EffectiveFrom, ascending
+	aliases     map[string]string
+	defaultTier string // "" or a key of models
+	tierName    string // DefaultTier as configured, for messages
+}
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+var defaultTable = sync.OnceValues(func() (*Table, error) { return Parse(defaultYAML) })
+
+// Default returns the embedded price table. It panics if the embedded file
+// is broken, which a test guards against.
+func Default() *Table {
+	t, err := defaultTable()
+	if err != nil {
+		panic("pricing: embedded default.yaml: " + err.Error())
+	}
+	return t
+}
+
+// Load reads the price file at path (YAML or JSON; JSON is valid YAML) and
+// returns the embedded table with the file's entries added: a version with
+// the same effective_from as an embedded one replaces it, aliases are
+// overridden one by one, and a non-empty default_tier replaces the
+// embedded one. With replace_defaults: true the file stands alone. Unknown
+// fields are errors. An empty path returns Default().
+func Load(path string) (*Table, error) {
+	if path == "" {
+		return Default(), nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("pricing: %w", err)
+	}
+	f, err := decode(b)
+	if err != nil {
+		return nil, fmt.Errorf("pricing: %s: %w", path, err)
+	}
+	var base File
+	if !f.ReplaceDefaults {
+		base, _ = decode(defaultYAML)
+	}
+	t, err := New(merge(base, f))
+	if err != nil {
+		return nil, fmt.Errorf("pricing: %s: %w", path, err)
+	}
+	return t, nil
+}
+
+// Parse builds a table from one price file's contents alone (no merge with
+// the embedded table).
+func Parse(data []byte) (*Table, error) {
+	f, err := decode(data)
+	if err != nil {
+		return nil, err
+	}
+	return New(f)
+}
+
+func decode(data []byte) (File, error) {
+	var f File
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		return File{}, err
+	}
+	return f, nil
+}
+
+func merge(base, over File) File {
+	out := File{DefaultTier: base.DefaultTier, Aliases: map[string]string{}, Models: map[string][]Version{}}
+	if over.DefaultTier != "" {
+		out.DefaultTier = over.DefaultTier
+	}
+	for _, m := range []map[string]string{base.Aliases, over.Aliases} {
+		for k, v := range m {
+			out.Aliases[k] = v
+		}
+	}
+	for id, vs := range base.Models {
+		out.Models[id] = append([]Version(nil), vs...)
+	}
+	for id, vs := range over.Models {
+	next:
+		for _, v := range vs {
+			cur := out.Models[id]
+			for i := range cur {
+				if cur[i].EffectiveFrom.Equal(v.EffectiveFrom.Time) {
+					cur[i] = v
+					continue next
+				}
+			}
+			out.Models[id] = append(cur, v)
+		}
+	}
+	return out
+}
+
+// New validates f and builds its table.
+func New(f File) (*Table, error) {
+	t := &Table{models: map[string][]Version{}, aliases: map[string]string{}}
+	var errs []error
+	for id, vs := range f.Models {
+		id = strings.ToLower(strings.TrimSpace(id))
+		if id == "" || len(vs) == 0 {
+			errs = append(errs, fmt.Errorf("model %q: needs an id and at least one version", id))
+			continue
+		}
+		vs = append([]Version(nil), vs...)
+		sort.Slice(vs, func(i, j int) bool { return vs[i].EffectiveFrom.Before(vs[j].EffectiveFrom.Time) })
+		for i, v := range vs {
+			where := fmt.Sprintf("model %s, effective_from %s", id, v.EffectiveFrom)
+			if v.EffectiveFrom.IsZero() {
+				errs = append(errs, fmt.Errorf("model %s: a version lacks effective_from", id))
+			}
+			if i > 0 && v.EffectiveFrom.Equal(vs[i-1].EffectiveFrom.Time) {
+				errs = append(errs, fmt.Errorf("%s: two versions with the same date", where))
+			}
+			if err := v.Rates.validate(); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", where, err))
+			}
+			if v.BatchDiscountPercent < 0 || v.BatchDiscountPercent >= 100 {
+				errs = append(errs, fmt.Errorf("%s: batch_discount_percent must be 0–99", where))
+			}
+			if lp := v.LongPrompt; lp != nil {
+				if lp.AboveTokens <= 0 {
+					errs = append(errs, fmt.Errorf("%s: long_prompt.above_tokens must be positive", where))
+				}
+				if err := lp.Rates.validate(); err != nil {
+					errs = append(errs, fmt.Errorf("%s: long_prompt: %w", where, err))
+				}
+			}
+		}
+		t.models[id] = vs
+	}
+	for a, id := range f.Aliases {
+		a, id = strings.ToLower(strings.TrimSpace(a)), strings.ToLower(strings.TrimSpace(id))
+		if _, ok := t.models[id]; !ok {
+			errs = append(errs, fmt.Errorf("alias %s: model %q has no prices", a, id))
+		}
+		t.aliases[a] = id
+	}
+	if tier := strings.ToLower(strings.TrimSpace(f.DefaultTier)); tier != "" {
+		id, ok := t.lookup(tier)
+		if !ok {
+			errs = append(errs, fmt.Errorf("default_tier %q: neither an alias nor a priced model", f.DefaultTier))
+		}
+		t.defaultTier, t.tierName = id, tier
+	}
+	if len(t.models) == 0 {
+		errs = append(errs, errors.New("no models"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+var dateSuffix = regexp.MustCompile(`-\d{8}$`)
+
+// lookup resolves an alias, an id, or an id with a -YYYYMMDD snapshot
+// suffix ("claude-haiku-4-5-20251001") to a priced id.
+func (t *Table) lookup(name string) (string, bool) {
+	name = strings.ToLower(strings.TrimSpace(name))
+	if id, ok := t.aliases[name]; ok {
+		name = id
+	}
+	if _, ok := t.models[name]; ok {
+		return name, true
+	}
+	if base := dateSuffix.ReplaceAllString(name, ""); base != name {
+		if _, ok := t.models[base]; ok {
+			return base, true
+		}
+	}
+	return "", false
+}
+
+// Resolve returns the model id whose prices apply to model, and whether
+// that is the default tier standing in for an unknown id. With no default
+// tier an unknown id is a KindInvalidRequest error wrapping ErrUnknownModel.
+func (t *Table) Resolve(model string) (id string, fallback bool, err error) {
+	if id, ok := t.lookup(model); ok {
+		return id, false, nil
+	}
+	if t.defaultTier != "" {
+		return t.defaultTier, true, nil
+	}
+	return "", false, &claudeq.Error{
+		Kind: claudeq.KindInvalidRequest, Op: "pricing.Resolve", Err: ErrUnknownModel,
+		Msg: fmt.Sprintf("model %q has no price in claudeq's price table (and no default tier is configured)", model),
+	}
+}
+
+// WithDefaultTier returns a copy of t whose unknown models are priced as
+// tier (an alias or a priced id), or refused when tier is empty. For a
+// default tier set by configuration rather than in the price file.
+func (t *Table) WithDefaultTier(tier string) (*Table, error) {
+	c := *t
+	c.defaultTier, c.tierName = "", ""
+	if tier = strings.ToLower(strings.TrimSpace(tier)); tier != "" {
+		id, ok := t.lookup(tier)
+		if !ok {
+			return nil, fmt.Errorf("pricing: default tier %q: neither an alias nor a priced model", tier)
+		}
+		c.defaultTier, c.tierName = id, tier
+	}
+	return &c, nil
+}
+
+// DefaultTier returns the configured default tier ("" when unknown models
+// are refused).
+func (t *Table) DefaultTier() string { return t.tierName }
+
+// Models returns the priced model ids, sorted.
+func (t *Table) Models() []string {
+	out := make([]string, 0, len(t.models))
+	for id := range t.models {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Versions returns the price versions of a priced model id, oldest first.
+func (t *Table) Versions(id string) []Version {
+	return append([]Version(nil), t.models[strings.ToLower(id)]...)
+}
+
+// version returns the version of id in effect at at: the latest one not
+// after it, or the oldest one for a call older than every version.
+func (t *Table) version(id string, at time.Time) Version {
+	vs := t.models[id]
+	i := sort.Search(len(vs), func(i int) bool { return vs[i].EffectiveFrom.After(at) })
+	if i == 0 {
+		return vs[0]
+	}
+	return vs[i-1]
+}
+
+// Breakdown is a cost split by token class.
+type Breakdown struct {
+	Input        Micros `json:"input" bson:"input"`
+	Output       Micros `json:"output" bson:"output"`
+	CacheWrite5m Micros `json:"cache_write_5m" bson:"cache_write_5m"`
+	CacheWrite1h Micros `json:"cache_write_1h" bson:"cache_write_1h"`
+	CacheRead    Micros `json:"cache_read" bson:"cache_read"`
+}
+
+// Total is the sum of the classes.
+func (b Breakdown) Total() Micros {
+	return addSat(addSat(addSat(addSat(b.Input, b.Output), b.CacheWrite5m), b.CacheWrite1h), b.CacheRead)
+}
+
+// Priced says how a cost was computed.
+type Priced struct {
+	// Requested is the model name the cost was asked for.
+	Requested string `json:"requested"`
+	// Model is the id whose prices were applied.
+	Model string `json:"model"`
+	// Fallback is true when Requested is not in the table and was priced
+	// as the default tier (Model).
+	Fallback bool `json:"fallback,omitempty"`
+	// EffectiveFrom is the date of the price version applied.
+	EffectiveFrom time.Time `json:"effective_from"`
+	// LongPrompt is true when the long-prompt band applied.
+	LongPrompt bool `json:"long_prompt,omitempty"`
+	// Batch is true when the batch discount applied.
+	Batch bool `json:"batch,omitempty"`
+	// Breakdown is the cost per token class.
+	Breakdown Breakdown `json:"breakdown"`
+}
+
+// Note returns a sentence for logs and response headers when the price is
+// a fallback, else "".
+func (p Priced) Note() string {
+	if !p.Fallback {
+		return ""
+	}
+	return fmt.Sprintf("model %q is not in the price table; priced as %s", p.Requested, p.Model)
+}
+
+// Cost prices one finished call of model with usage u, made at at, with the
+// batch discount when batch is set.
+//
+// Cache writes are split by lifetime when u.CacheCreation is present; any
+// cache_creation_input_tokens it does not attribute (all of them when it
+// is absent) are priced as 5-minute writes. Negative token counts are a
+// KindInvalidRequest error.
+func (t *Table) Cost(model string, u claudeq.Usage, batch bool, at time.Time) (Micros, Priced, error) {
+	id, fallback, err := t.Resolve(model)
+	if err != nil {
+		return 0, Priced{Requested: model}, err
+	}
+	if u.InputTokens < 0 || u.OutputTokens < 0 || u.CacheCreationInputTokens < 0 || u.CacheReadInputTokens < 0 ||
+		(u.CacheCreation != nil && (u.CacheCreation.Ephemeral5mInputTokens < 0 || u.CacheCreation.Ephemeral1hInputTokens < 0)) {
+		return 0, Priced{Requested: model}, claudeq.Errorf(claudeq.KindInvalidRequest, "negative token count in usage")
+	}
+	w5, w1 := u.CacheCreationInputTokens, int64(0)
+	if cc := u.CacheCreation; cc != nil {
+		w5, w1 = cc.Ephemeral5mInputTokens, cc.Ephemeral1hInputTokens
+		if rest := u.CacheCreationInputTokens - w5 - w1; rest > 0 {
+			w5 += rest
+		}
+	}
+	v := t.version(id, at)
+	p := Priced{Requested: model, Model: id, Fallback: fallback, EffectiveFrom: v.EffectiveFrom.Time, Batch: batch}
+	r := v.Rates
+	if lp := v.LongPrompt; lp != nil && u.InputTokens+w5+w1+u.CacheReadInputTokens > lp.AboveTokens {
+		r, p.LongPrompt = lp.Rates, true
+	}
+	d := int64(0)
+	if batch {
+		d = v.BatchDiscountPercent
+	}
+	p.Breakdown = Breakdown{
+		Input:        classCost(u.InputTokens, r.Input, d),
+		Output:       classCost(u.OutputTokens, r.Output, d),
+		CacheWrite5m: classCost(w5, r.CacheWrite5m, d),
+		CacheWrite1h: classCost(w1, r.CacheWrite1h, d),
+		CacheRead:    classCost(u.CacheReadInputTokens, r.CacheRead, d),
+	}
+	return p.Breakdown.Total(), p, nil
+}
+
+// Estimate returns the most a call of model can cost before it is made:
+// inputTokens priced at the dearest input class (a prompt may be written to
+// the 1-hour cache, which costs up to twice the input price) and output at
+// its full maxOutputTokens (max_tokens caps output, extended thinking
+// included). It is meant for budget reservations, which are settled to the
+// real cost afterwards.
+//
+// So when the call's prompt (input + cache writes + cache reads) is at most
+// inputTokens and its output at most maxOutputTokens, Cost never exceeds
+// Estimate. Since inputTokens is usually itself an estimate
+// (EstimateInputTokens), the long-prompt band is assumed once inputTokens
+// is above 80 % of its threshold. Errors are those of Resolve.
+func (t *Table) Estimate(model string, inputTokens, maxOutputTokens int64, batch bool, at time.Time) (Micros, Priced, error) {
+	id, fallback, err := t.Resolve(model)
+	if err != nil {
+		return 0, Priced{Requested: model}, err
+	}
+	v := t.version(id, at)
+	p := Priced{Requested: model, Model: id, Fallback: fallback, EffectiveFrom: v.EffectiveFrom.Time, Batch: batch}
+	r := v.Rates
+	if lp := v.LongPrompt; lp != nil && inputTokens*5 > lp.AboveTokens*4 {
+		r, p.LongPrompt = lp.Rates, true
+	}
+	d := int64(0)
+	if batch {
+		d = v.BatchDiscountPercent
+	}
+	in := max(r.Input, r.CacheWrite5m, r.CacheWrite1h)
+	p.Breakdown = Breakdown{
+		// +3: Cost rounds five classes up one by one, this two; the
+		// headroom keeps Cost ≤ Estimate whenever the token counts are.
+		Input:  addSat(classCost(max(inputTokens, 0), in, d), 3),
+		Output: classCost(max(maxOutputTokens, 0), r.Output, d),
+	}
+	return p.Breakdown.Total(), p, nil
+}
