@@ -136,3 +136,45 @@ func (s *Server) rotateKey(c echo.Context) error {
 	}
 	return c.JSON(http.StatusCreated, map[string]any{"key": key, "data": k, "old_key_expires_at": now.Add(grace).UTC()})
 }
+
+// nodeView is one upstream node as GET /admin/nodes shows it.
+type nodeView struct {
+	Name          string     `json:"name"`
+	URL           string     `json:"url"`
+	Status        string     `json:"status"`
+	HalfOpen      bool       `json:"half_open"`
+	InFlight      int64      `json:"in_flight"`
+	Failures      int64      `json:"failures"`
+	P50MS         float64    `json:"p50_ms"`
+	P95MS         float64    `json:"p95_ms"`
+	CooldownUntil *time.Time `json:"cooldown_until"`
+	LastCheck     *time.Time `json:"last_check"`
+	Requests      int64      `json:"requests"`
+	Errors        int64      `json:"errors"`
+	LastError     string     `json:"last_error,omitempty"`
+	Weight        int        `json:"weight"`
+	Models        []string   `json:"models,omitempty"`
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func (s *Server) nodes(c echo.Context) error {
+	ns, err := s.fl.Nodes(c.Request().Context())
+	if err != nil {
+		return &claudeq.Error{Kind: claudeq.KindUnavailable, Op: "api.nodes", Msg: "node health unavailable", Err: err}
+	}
+	out := make([]nodeView, 0, len(ns))
+	for _, n := range ns {
+		v := nodeView{Name: n.Name, URL: n.URL, Status: n.Status, HalfOpen: n.HalfOpen, InFlight: n.InFlight,
+			Failures: n.Failures, P50MS: ms(n.P50), P95MS: ms(n.P95), Requests: n.Requests, Errors: n.Errors,
+			LastError: n.LastError, Weight: n.Weight, Models: n.Models}
+		if n.CooldownUntil.After(s.now()) {
+			v.CooldownUntil = tp(n.CooldownUntil.UTC())
+		}
+		if !n.LastCheck.IsZero() {
+			v.LastCheck = tp(n.LastCheck.UTC())
+		}
+		out = append(out, v)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"data": out})
+}

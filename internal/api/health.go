@@ -46,13 +46,40 @@ func (s *Server) health(c echo.Context) error {
 		w.Status, w.Error = "unknown", "redis not reachable"
 	}
 	checks["workers"] = w
+	degraded := false
+	if s.fl != nil && checks["redis"].Status == "ok" {
+		up := check{Status: "ok"}
+		if ns, err := s.fl.Nodes(ctx); err != nil {
+			up.Status, up.Error = "unknown", "node health unavailable"
+		} else {
+			healthy := 0
+			for _, n := range ns {
+				if n.Status == "healthy" || n.Status == "degraded" {
+					healthy++
+				}
+			}
+			up.Count = &healthy
+			switch {
+			case healthy == 0:
+				up.Status, up.Error = "unavailable", "no healthy upstream node"
+			case healthy < len(ns):
+				degraded = true
+				up.Error = "some upstream nodes are unhealthy"
+			}
+		}
+		checks["upstream"] = up
+	}
 	ready := true
 	for _, ch := range checks {
 		if ch.Status != "ok" {
 			ready = false
 		}
 	}
-	body := map[string]any{"status": "ok", "live": true, "ready": ready, "checks": checks}
+	status := "ok"
+	if degraded {
+		status = "degraded"
+	}
+	body := map[string]any{"status": status, "live": true, "ready": ready, "checks": checks}
 	code := http.StatusOK
 	if !ready {
 		body["status"] = "unavailable"

@@ -20,19 +20,20 @@ import (
 )
 
 type chatBody struct {
-	Prompt        *string         `json:"prompt"`
-	Messages      json.RawMessage `json:"messages"`
-	Model         string          `json:"model"`
-	MaxTokens     *int            `json:"max_tokens"`
-	Temperature   *float64        `json:"temperature"`
-	TopP          *float64        `json:"top_p"`
-	TopK          *int            `json:"top_k"`
-	StopSequences []string        `json:"stop_sequences"`
-	System        json.RawMessage `json:"system"`
-	SessionID     string          `json:"session_id"`
-	Metadata      map[string]any  `json:"metadata"`
-	Cache         *bool           `json:"cache"`
-	WebhookURL    string          `json:"webhook_url"`
+	Prompt         *string         `json:"prompt"`
+	Messages       json.RawMessage `json:"messages"`
+	Model          string          `json:"model"`
+	MaxTokens      *int            `json:"max_tokens"`
+	Temperature    *float64        `json:"temperature"`
+	TopP           *float64        `json:"top_p"`
+	TopK           *int            `json:"top_k"`
+	StopSequences  []string        `json:"stop_sequences"`
+	System         json.RawMessage `json:"system"`
+	SessionID      string          `json:"session_id"`
+	Metadata       map[string]any  `json:"metadata"`
+	Cache          *bool           `json:"cache"`
+	WebhookURL     string          `json:"webhook_url"`
+	FallbackModels []string        `json:"fallback_models"`
 }
 
 type analyzeBody struct {
@@ -65,6 +66,7 @@ type jobSpec struct {
 	metadata  map[string]any
 	cacheBody *bool
 	webhook   string
+	fallback  []string
 }
 
 func (s *Server) model(name string) (claudeq.Model, error) {
@@ -84,6 +86,13 @@ func (s *Server) chat(c echo.Context) error {
 		return err
 	}
 	spec := jobSpec{kind: claudeq.JobChat, sessionID: b.SessionID, metadata: b.Metadata, cacheBody: b.Cache, webhook: b.WebhookURL}
+	for i, fm := range b.FallbackModels {
+		m, ok := s.cat.Resolve(fm)
+		if !ok {
+			return claudeq.Errorf(claudeq.KindInvalidRequest, "fallback_models.%d: unknown model %q", i, fm)
+		}
+		spec.fallback = append(spec.fallback, m.ID)
+	}
 	m, err := s.model(b.Model)
 	if err != nil {
 		return err
@@ -218,7 +227,7 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 	payload, err := json.Marshal(task.JobPayload{
 		ID: id, Kind: spec.kind, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID,
 		SessionID: spec.sessionID, Metadata: spec.metadata, Request: body, RequestHash: reqHash,
-		CacheKey: cacheKey, CreatedAt: now, WebhookURL: spec.webhook,
+		CacheKey: cacheKey, CreatedAt: now, WebhookURL: spec.webhook, FallbackModels: s.fallbacks(spec),
 	})
 	if err != nil {
 		return err
@@ -291,22 +300,27 @@ func cacheModes(body *bool, cc string) (read, write bool) {
 
 // jobView is the job as the API shows it.
 type jobView struct {
-	ID         string            `json:"id"`
-	Status     claudeq.Status    `json:"status"`
-	Kind       string            `json:"kind,omitempty"`
-	Model      string            `json:"model"`
-	Cached     bool              `json:"cached"`
-	Result     json.RawMessage   `json:"result"`
-	Text       string            `json:"text,omitempty"`
-	Usage      *claudeq.Usage    `json:"usage"`
-	Error      *claudeq.JobError `json:"error"`
-	Attempts   int               `json:"attempts"`
-	SessionID  string            `json:"session_id,omitempty"`
-	Metadata   map[string]any    `json:"metadata,omitempty"`
-	CreatedAt  *time.Time        `json:"created_at"`
-	StartedAt  *time.Time        `json:"started_at"`
-	FinishedAt *time.Time        `json:"finished_at"`
-	StatusURL  string            `json:"status_url"`
+	ID       string            `json:"id"`
+	Status   claudeq.Status    `json:"status"`
+	Kind     string            `json:"kind,omitempty"`
+	Model    string            `json:"model"`
+	Cached   bool              `json:"cached"`
+	Result   json.RawMessage   `json:"result"`
+	Text     string            `json:"text,omitempty"`
+	Usage    *claudeq.Usage    `json:"usage"`
+	Error    *claudeq.JobError `json:"error"`
+	Attempts int               `json:"attempts"`
+	Nodes    []string          `json:"nodes,omitempty"`
+	// RequestedModel is set when a fallback model answered instead.
+	RequestedModel string         `json:"requested_model,omitempty"`
+	RouteReason    string         `json:"route_reason,omitempty"`
+	CostUSD        *float64       `json:"cost_usd"`
+	SessionID      string         `json:"session_id,omitempty"`
+	Metadata       map[string]any `json:"metadata,omitempty"`
+	CreatedAt      *time.Time     `json:"created_at"`
+	StartedAt      *time.Time     `json:"started_at"`
+	FinishedAt     *time.Time     `json:"finished_at"`
+	StatusURL      string         `json:"status_url"`
 }
 
 func tp(t time.Time) *time.Time {
@@ -345,6 +359,7 @@ func (s *Server) viewState(st *queue.State) jobView {
 func viewJob(j *claudeq.Job) jobView {
 	v := jobView{ID: j.ID, Status: j.Status, Kind: j.Kind, Model: j.Model, Cached: j.Cached, Result: j.Result,
 		Usage: j.Usage, Error: j.Error, Attempts: j.Attempts, SessionID: j.SessionID, Metadata: j.Metadata,
+		Nodes: j.Nodes, RequestedModel: j.RequestedModel, RouteReason: j.RouteReason, CostUSD: usd(j.CostMicros),
 		CreatedAt: tp(j.CreatedAt), StartedAt: j.StartedAt, FinishedAt: j.FinishedAt, StatusURL: "/api/claude/jobs/" + j.ID}
 	if len(j.Result) > 0 {
 		var m struct {
@@ -445,4 +460,29 @@ func (s *Server) purgeCache(c echo.Context) error {
 func itoa(i int) string {
 	b, _ := json.Marshal(i)
 	return string(b)
+}
+
+// fallbacks returns the request's fallback models, else the configured ones
+// for its model.
+func (s *Server) fallbacks(spec jobSpec) []string {
+	if len(spec.fallback) > 0 {
+		return spec.fallback
+	}
+	for from, tos := range s.opt.FallbackModels {
+		if m, ok := s.cat.Resolve(from); ok && m.ID == spec.req.Model {
+			var out []string
+			for _, to := range tos {
+				if fm, ok := s.cat.Resolve(to); ok {
+					out = append(out, fm.ID)
+				}
+			}
+			return out
+		}
+	}
+	return nil
+}
+
+func usd(micros int64) *float64 {
+	v := float64(micros) / 1e6
+	return &v
 }

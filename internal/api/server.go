@@ -21,6 +21,7 @@ import (
 	"github.com/claudeq/claudeq/internal/queue"
 	"github.com/claudeq/claudeq/internal/store"
 	"github.com/claudeq/claudeq/internal/task"
+	"github.com/claudeq/claudeq/internal/upstream"
 	"github.com/claudeq/claudeq/internal/webhook"
 )
 
@@ -58,6 +59,7 @@ type Options struct {
 	JobStateTTL      time.Duration // how long a queued job's state lives; default 7 days
 	JobMaxRetries    int
 	JobTimeout       time.Duration
+	FallbackModels   map[string][]string // model → fallbacks, for requests that name none
 }
 
 // Deps are the api's collaborators.
@@ -70,6 +72,12 @@ type Deps struct {
 	Now      func() time.Time
 	Options  Options
 	Webhooks Webhooks
+	Fleet    Fleet
+}
+
+// Fleet reports the upstream nodes' health.
+type Fleet interface {
+	Nodes(ctx context.Context) ([]upstream.NodeStatus, error)
 }
 
 // Server is the api. It is safe for concurrent use.
@@ -85,6 +93,7 @@ type Server struct {
 	keys *keyCache
 	used lastUsed
 	wh   Webhooks
+	fl   Fleet
 }
 
 // New returns the api with its routes.
@@ -105,7 +114,7 @@ func New(d Deps) *Server {
 		d.Options.MaxBodyBytes = 1 << 20
 	}
 	s := &Server{q: d.Queue, st: d.Store, c: d.Cache, cat: d.Catalog, log: d.Logger, now: d.Now, opt: d.Options,
-		keys: newKeyCache(d.Options.KeyCacheTTL), wh: d.Webhooks}
+		keys: newKeyCache(d.Options.KeyCacheTTL), wh: d.Webhooks, fl: d.Fleet}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.errorHandler
@@ -129,6 +138,7 @@ func New(d Deps) *Server {
 	ad.POST("/keys", s.createKey)
 	ad.DELETE("/keys/:id", s.revokeKey)
 	ad.POST("/keys/:id/rotate", s.rotateKey)
+	ad.GET("/nodes", s.nodes)
 	return s
 }
 

@@ -6,6 +6,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,6 +50,7 @@ type App struct {
 	mongoOff func(context.Context) error
 	Store    *store.Store
 	Queue    *queue.Queue
+	Fleet    *upstream.Fleet
 	commit   *store.Committer
 	srv      *asynq.Server
 	httpSrv  *http.Server
@@ -110,14 +112,25 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 		Schedule: cfg.WebhookSchedule, Retention: cfg.IdempotencyTTL, Now: o.Now}
 	secrets := webhook.NewSecretStore(a.rdb, o.Now)
 
+	nodes := cfg.Nodes
+	if len(nodes) == 0 {
+		nodes = []upstream.NodeConfig{{Name: "default", URL: cfg.UpstreamURL, APIKey: upstream.Secret(cfg.UpstreamAPIKey.Reveal()), Weight: 1}}
+	}
+	a.Fleet, err = upstream.NewFleet(nodes, upstream.FleetOptions{
+		Strategy: cfg.Balancer, Redis: a.rdb, HTTPClient: upstream.DefaultHTTPClient(), Timeout: cfg.UpstreamTimeout,
+		FailureThreshold: cfg.NodeFailures, FailureWindow: cfg.NodeCooldown, Cooldown: cfg.NodeCooldown,
+		Now: o.Now, Logger: o.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("upstream nodes: %w", err)
+	}
+
 	if o.Roles.Worker {
-		up := o.Upstream
-		if up == nil {
-			if cfg.UpstreamAPIKey == "" {
-				return nil, errors.New("CLAUDEQ_UPSTREAM_API_KEY is required for the worker (claudeq dev uses a simulator instead)")
-			}
-			up = task.Single{Client: upstream.New(upstream.Node{Name: "default", BaseURL: cfg.UpstreamURL, APIKey: cfg.UpstreamAPIKey.Reveal()},
-				upstream.DefaultHTTPClient(), cfg.UpstreamTimeout)}
+		var up task.Upstream = a.Fleet
+		if o.Upstream != nil {
+			up = o.Upstream
+		} else if len(cfg.Nodes) == 0 && cfg.UpstreamAPIKey == "" {
+			return nil, errors.New("CLAUDEQ_UPSTREAM_API_KEY (or CLAUDEQ_NODES_FILE) is required for the worker (claudeq dev uses a simulator instead)")
 		}
 		a.commit = a.Store.NewCommitter(store.CommitterOptions{Logger: o.Logger})
 		mux := asynq.NewServeMux()
@@ -140,6 +153,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 		})
 		mux.Handle(task.TypeRetention, &task.RetentionHandler{Store: a.Store, Retention: cfg.Retention, Now: o.Now, Logger: o.Logger})
 		mux.Handle(task.TypeReconcile, &task.ReconcileHandler{Queue: a.Queue, Store: a.Store, Now: o.Now, Logger: o.Logger})
+		mux.Handle(task.TypeProbe, &task.ProbeHandler{Fleet: a.Fleet, Logger: o.Logger})
 		a.srv = queue.NewServer(a.rdb, queue.ServerOptions{
 			Concurrency: cfg.WorkerConcurrency, TaskCheckInterval: cfg.TaskCheckInterval,
 			DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval, ShutdownTimeout: cfg.ShutdownTimeout,
@@ -168,9 +182,10 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 			Options: api.Options{
 				MaxBodyBytes: cfg.MaxBodyBytes, DefaultModel: cfg.DefaultModel, DefaultMaxTokens: cfg.DefaultMaxTokens,
 				KeyCacheTTL: cfg.KeyCacheTTL, IdempotencyTTL: cfg.IdempotencyTTL, CacheTTL: cfg.CacheTTL,
-				JobMaxRetries: cfg.JobMaxRetries, JobTimeout: cfg.JobTimeout,
+				JobMaxRetries: cfg.JobMaxRetries, JobTimeout: cfg.JobTimeout, FallbackModels: cfg.FallbackModels,
 			},
 			Webhooks: api.Webhooks{Policy: cfg.WebhookAllow, Secrets: secrets, Notifier: notifier, Grace: cfg.WebhookSecretGrace},
+			Fleet:    a.Fleet,
 		})
 		a.ln, err = net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {
@@ -240,8 +255,10 @@ func (a *App) Redis() *redis.Client { return a.rdb }
 
 // periodic is one task the scheduler enqueues every period.
 type periodic struct {
-	typ   string
-	every time.Duration
+	typ     string
+	every   time.Duration
+	payload []byte
+	id      string // distinguishes tasks of one type (a probe per node)
 }
 
 // schedule enqueues each periodic task once per period. The TaskID names the
@@ -251,6 +268,10 @@ func (a *App) schedule(ctx context.Context, now func() time.Time) {
 	entries := []periodic{
 		{typ: task.TypeRetention, every: a.cfg.RetentionInterval},
 		{typ: task.TypeReconcile, every: a.cfg.ReconcileInterval},
+	}
+	for _, n := range a.Fleet.Names() {
+		b, _ := json.Marshal(task.ProbePayload{Node: n})
+		entries = append(entries, periodic{typ: task.TypeProbe, every: a.cfg.HealthInterval, payload: b, id: n})
 	}
 	done := make(chan struct{}, len(entries))
 	for _, p := range entries {
@@ -267,9 +288,9 @@ func (a *App) schedule(ctx context.Context, now func() time.Time) {
 func (a *App) runPeriodic(ctx context.Context, now func() time.Time, p periodic) {
 	for {
 		t := now()
-		_, err := a.Queue.Client().EnqueueContext(ctx, asynq.NewTask(p.typ, nil),
-			asynq.TaskID(task.PeriodTaskID(p.typ, t, p.every)), asynq.Queue(queue.Critical),
-			asynq.Retention(p.every), asynq.MaxRetry(3))
+		_, err := a.Queue.Client().EnqueueContext(ctx, asynq.NewTask(p.typ, p.payload),
+			asynq.TaskID(task.PeriodTaskID(p.typ+":"+p.id, t, p.every)), asynq.Queue(queue.Critical),
+			asynq.Retention(p.every), asynq.MaxRetry(3), asynq.Timeout(min(p.every, time.Minute)))
 		switch {
 		case err == nil:
 			a.log.Debug("periodic task enqueued", "type", p.typ)

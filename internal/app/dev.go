@@ -94,7 +94,9 @@ func RunDev(ctx context.Context, getenv func(string) string, stdout, stderr io.W
 		cfg.MongoURI = config.Secret(uri)
 	}
 	upstreamNote := "upstream: " + cfg.UpstreamURL
-	if cfg.UpstreamAPIKey == "" {
+	if len(cfg.Nodes) > 0 {
+		upstreamNote = fmt.Sprintf("upstream: %d nodes from %s (%s)", len(cfg.Nodes), cfg.NodesFile, cfg.Balancer)
+	} else if cfg.UpstreamAPIKey == "" {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return err

@@ -193,7 +193,9 @@ func TestCancelQueuedJob(t *testing.T) {
 func TestUpstreamFailures(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	base := e.all("CLAUDEQ_JOB_MAX_RETRIES", "3")
+	// A high failure threshold keeps the only node in rotation: this test is
+	// about the job's retries, not about node health.
+	base := e.all("CLAUDEQ_JOB_MAX_RETRIES", "3", "CLAUDEQ_NODE_FAILURES", "100")
 	key, _ := e.key("alice", "research")
 
 	// Transient failures are retried until the upstream answers.
@@ -230,4 +232,20 @@ func requireErrorShape(t *testing.T, r response, typ, msgContains string) {
 	require.True(t, strings.HasPrefix(m["request_id"].(string), "req_"))
 	require.Equal(t, m["request_id"], r.Header.Get("request-id"))
 	require.NotContains(t, string(r.Body), "goroutine")
+}
+
+func TestEveryNodeDownEndsFailedWithNoHealthyUpstream(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for range 50 {
+		e.sim.Script("529", "500") // every call fails
+	}
+	base := e.all("CLAUDEQ_JOB_MAX_RETRIES", "4", "CLAUDEQ_NODE_FAILURES", "2", "CLAUDEQ_NODE_COOLDOWN", "2s",
+		"CLAUDEQ_UPSTREAM_TIMEOUT", "2s")
+	key, _ := e.key("alice", "research")
+	j := wait(t, base, key, submit(t, base, key, map[string]any{"prompt": "nobody answers"}), 90*time.Second)
+	require.Equal(t, "failed", j["status"])
+	jerr := j["error"].(map[string]any)
+	require.Equal(t, "no_healthy_upstream", jerr["type"], "%v", jerr)
+	require.Contains(t, jerr["message"], "no healthy upstream for model claude-sonnet-5-5")
 }

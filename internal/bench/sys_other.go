@@ -14,3 +14,6 @@ func selfCPU() time.Duration { return 0 }
 
 // pidCPU is not measured outside Linux.
 func pidCPU(int) time.Duration { return 0 }
+
+// machineCPU is not measured outside Linux.
+func machineCPU() time.Duration { return 0 }

@@ -50,9 +50,17 @@ type Job struct {
 	Error       *JobError       `json:"error,omitempty" bson:"error,omitempty"`
 	Attempts    int             `json:"attempts" bson:"attempts"`
 	WebhookURL  string          `json:"webhook_url,omitempty" bson:"webhook_url,omitempty"`
-	CreatedAt   time.Time       `json:"created_at" bson:"created_at"`
-	StartedAt   *time.Time      `json:"started_at" bson:"started_at,omitempty"`
-	FinishedAt  *time.Time      `json:"finished_at" bson:"finished_at,omitempty"`
+	// Nodes are the upstream nodes the job's attempts went to, in order.
+	Nodes []string `json:"nodes,omitempty" bson:"nodes,omitempty"`
+	// RequestedModel is set when a fallback model answered instead.
+	RequestedModel string `json:"requested_model,omitempty" bson:"requested_model,omitempty"`
+	// RouteReason says why model "auto" chose Model.
+	RouteReason string `json:"route_reason,omitempty" bson:"route_reason,omitempty"`
+	// CostMicros is the billed cost in micro-USD.
+	CostMicros int64      `json:"-" bson:"cost_micros"`
+	CreatedAt  time.Time  `json:"created_at" bson:"created_at"`
+	StartedAt  *time.Time `json:"started_at" bson:"started_at,omitempty"`
+	FinishedAt *time.Time `json:"finished_at" bson:"finished_at,omitempty"`
 }
 
 // JobError is the caller-safe error of a failed or canceled job.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/claudeq/claudeq/internal/upstream"
 	"github.com/claudeq/claudeq/internal/webhook"
 )
 
@@ -54,6 +55,30 @@ type Config struct {
 	// UpstreamAPIKey is the Claude API key. CLAUDEQ_UPSTREAM_API_KEY; empty
 	// in claudeq dev means "use the built-in simulator".
 	UpstreamAPIKey Secret
+	// NodesFile names a YAML file of upstream nodes (nodes: [{name, url,
+	// api_key, weight, models, rpm, tpm}]); api_key may be ${ENV_VAR}.
+	// CLAUDEQ_NODES_FILE; empty means one node from CLAUDEQ_UPSTREAM_URL
+	// and CLAUDEQ_UPSTREAM_API_KEY.
+	NodesFile string
+	// Nodes are the nodes of NodesFile, loaded and checked.
+	Nodes []upstream.NodeConfig
+	// Balancer is the strategy: round_robin, weighted_random,
+	// least_connections or response_time. CLAUDEQ_BALANCER, default
+	// least_connections.
+	Balancer string
+	// HealthInterval is how often the scheduler probes each node.
+	// CLAUDEQ_HEALTH_INTERVAL, default 30s.
+	HealthInterval time.Duration
+	// NodeCooldown is how long a node that failed CLAUDEQ_NODE_FAILURES
+	// times within a window of the same length is left alone.
+	// CLAUDEQ_NODE_COOLDOWN, default 30s; CLAUDEQ_NODE_FAILURES, default 5.
+	NodeCooldown time.Duration
+	NodeFailures int
+	// FallbackModels maps a model (alias or id) to the models tried, in
+	// order, when it is overloaded or has no healthy node, for requests that
+	// give no fallback_models. CLAUDEQ_FALLBACK_MODELS, e.g.
+	// "opus=sonnet,sonnet=haiku"; default none.
+	FallbackModels map[string][]string
 	// UpstreamTimeout bounds one upstream call. CLAUDEQ_UPSTREAM_TIMEOUT, default 5m.
 	UpstreamTimeout time.Duration
 	// DataDir is where claudeq dev keeps its data. CLAUDEQ_DATA_DIR, default ./.claudeq.
@@ -227,6 +252,37 @@ func Load(getenv func(string) string) (Config, error) {
 		DefaultMaxTokens:         int(l.int("CLAUDEQ_DEFAULT_MAX_TOKENS", 1024, 1)),
 		LogFormat:                l.str("CLAUDEQ_LOG_FORMAT", "json"),
 		MetricsAddr:              l.str("CLAUDEQ_METRICS_ADDR", ""),
+	}
+	c.NodesFile = l.str("CLAUDEQ_NODES_FILE", "")
+	if c.NodesFile != "" {
+		nodes, err := upstream.LoadNodes(c.NodesFile, getenv)
+		if err != nil {
+			l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_NODES_FILE: %w", err))
+		}
+		c.Nodes = nodes
+	}
+	c.Balancer = l.str("CLAUDEQ_BALANCER", upstream.LeastConnections)
+	switch c.Balancer {
+	case upstream.RoundRobin, upstream.WeightedRandom, upstream.LeastConnections, upstream.ResponseTime:
+	default:
+		l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_BALANCER: %q, want round_robin, weighted_random, least_connections or response_time", c.Balancer))
+	}
+	c.HealthInterval = l.dur("CLAUDEQ_HEALTH_INTERVAL", 30*time.Second)
+	if c.HealthInterval == 0 {
+		l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_HEALTH_INTERVAL: must be positive"))
+	}
+	c.NodeCooldown = l.dur("CLAUDEQ_NODE_COOLDOWN", 30*time.Second)
+	c.NodeFailures = int(l.int("CLAUDEQ_NODE_FAILURES", 5, 1))
+	c.FallbackModels = map[string][]string{}
+	if v := l.str("CLAUDEQ_FALLBACK_MODELS", ""); v != "" {
+		for _, pair := range strings.Split(v, ",") {
+			from, to, ok := strings.Cut(strings.TrimSpace(pair), "=")
+			if !ok || from == "" || to == "" {
+				l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_FALLBACK_MODELS: %q is not model=fallback", pair))
+				continue
+			}
+			c.FallbackModels[from] = append(c.FallbackModels[from], to)
+		}
 	}
 	c.PublicURL = l.str("CLAUDEQ_PUBLIC_URL", "http://"+c.HTTPAddr)
 	c.WebhookTimeout = l.dur("CLAUDEQ_WEBHOOK_TIMEOUT", 15*time.Second)

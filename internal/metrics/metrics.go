@@ -118,6 +118,8 @@ func New(reg *prometheus.Registry, opts Options) *Metrics {
 			Name: "claude_active_connections",
 			Help: "Calls to the Claude API in flight in this process.",
 		}),
+		// user_id grows with the customer base: bounded by MaxUserLabels,
+		// the rest is "other" (see the package documentation for why).
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "claude_tokens_consumed_total",
 			Help: "Tokens consumed (input, output and cache) by model and user; users beyond the label bound are \"other\".",
@@ -134,6 +136,8 @@ func New(reg *prometheus.Registry, opts Options) *Metrics {
 			Name: "claudeq_quota_refusals_total",
 			Help: "Requests refused because a budget would be exceeded, by the budget's scope.",
 		}, []string{"scope"}),
+		// department grows with the organisation: bounded by
+		// MaxDepartmentLabels. model is bounded by the catalog.
 		cost: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "claudeq_cost_usd_total",
 			Help: "Settled cost of upstream calls in US dollars by department and model; departments beyond the label bound are \"other\".",
@@ -158,6 +162,7 @@ func New(reg *prometheus.Registry, opts Options) *Metrics {
 			Name: "claudeq_batch_items_total",
 			Help: "Message batch items by state: submitted, then one terminal state each.",
 		}, []string{"state"}),
+		// route is an Echo route template (closed by the code), never a path.
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "claudeq_http_requests_total",
 			Help: "HTTP requests by Echo route template and status code.",

@@ -2,6 +2,7 @@ package monitor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -253,7 +254,7 @@ func (m *Monitor) deny(w http.ResponseWriter, _ *http.Request, code int, typ, ms
 		h.Set("Retry-After", "2")
 	}
 	w.WriteHeader(code)
-	fmt.Fprintf(w, `{"type":"error","error":{"type":%q,"message":%q}}`+"\n", typ, msg)
+	_ = json.NewEncoder(w).Encode(map[string]any{"type": "error", "error": map[string]string{"type": typ, "message": msg}})
 }
 
 // safeNext returns next when it is a path under the root (no scheme, no

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -237,12 +238,37 @@ func (q *Queue) Start(ctx context.Context, id string, now time.Time) (claudeq.St
 	return claudeq.Status(s), nil
 }
 
-// Requeue marks a running job queued again while it waits for a retry.
-func (q *Queue) Requeue(ctx context.Context, id, lastErr string) error {
-	if err := q.rdb.HSet(ctx, key(id), "st", string(claudeq.StatusQueued), "le", lastErr).Err(); err != nil {
+var requeueScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'st') ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'st', 'queued', 'le', ARGV[1])
+if ARGV[2] ~= '' then
+  local n = redis.call('HGET', KEYS[1], 'nodes')
+  if n and n ~= '' then n = n .. ',' .. ARGV[2] else n = ARGV[2] end
+  redis.call('HSET', KEYS[1], 'nodes', n)
+end
+return 1
+`)
+
+// Requeue marks a running job queued again while it waits for a retry, and
+// remembers the node that failed it so that the retry goes elsewhere.
+func (q *Queue) Requeue(ctx context.Context, id, lastErr, node string) error {
+	if err := requeueScript.Run(ctx, q.rdb, []string{key(id)}, lastErr, node).Err(); err != nil {
 		return unavailable("queue.Requeue", err)
 	}
 	return nil
+}
+
+// Nodes returns the nodes earlier attempts of job id failed on, oldest
+// first.
+func (q *Queue) Nodes(ctx context.Context, id string) ([]string, error) {
+	v, err := q.rdb.HGet(ctx, key(id), "nodes").Result()
+	if errors.Is(err, redis.Nil) || v == "" {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, unavailable("queue.Nodes", err)
+	}
+	return strings.Split(v, ","), nil
 }
 
 // Finish records a job's terminal status; the state then lives ttl more (the

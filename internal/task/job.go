@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,9 +19,10 @@ import (
 	"github.com/claudeq/claudeq/internal/upstream"
 )
 
-// Upstream calls Claude on some node and names the node it used.
+// Upstream calls Claude on some node serving model, preferring nodes not in
+// avoid, and names the node it used (upstream.Fleet).
 type Upstream interface {
-	Call(ctx context.Context, body []byte) (*upstream.Response, string, error)
+	Call(ctx context.Context, model string, body []byte, avoid []string) (*upstream.Response, string, error)
 }
 
 // Committer makes a finished job's records durable.
@@ -73,7 +75,7 @@ func (h *JobHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	case claudeq.StatusSucceeded, claudeq.StatusFailed:
 		return nil // finished before; its completion mark was lost
 	case claudeq.StatusCanceled:
-		return h.finish(ctx, &p, started, false, claudeq.StatusCanceled, nil, "", &claudeq.JobError{Type: "canceled", Message: "job canceled before it ran"})
+		return h.finish(ctx, &p, started, claudeq.StatusCanceled, outcome{jerr: &claudeq.JobError{Type: "canceled", Message: "job canceled before it ran"}})
 	case claudeq.StatusRunning, "":
 		// A re-run: a worker died, or Redis lost the completion mark.
 		if j, err := h.Store.Job(ctx, p.ID); err == nil {
@@ -90,40 +92,116 @@ func (h *JobHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		}
 	}
 
-	var resp *upstream.Response
-	var node string
-	if prev != claudeq.StatusQueued {
+	rerun := prev != claudeq.StatusQueued
+	out := outcome{rerun: rerun}
+	if rerun {
 		if b, err := h.Queue.Stashed(ctx, p.ID); err == nil && b != nil {
 			var r upstream.Response
 			if json.Unmarshal(b, &r) == nil {
-				resp, node = &r, "stash"
+				out.resp, out.node = &r, "stash"
 			}
 		}
 	}
-	if resp == nil {
-		resp, node, err = h.Upstream.Call(ctx, p.Request)
-		if err != nil {
+	if n, _ := asynq.GetRetryCount(ctx); n > 0 || rerun {
+		if out.tried, err = h.Queue.Nodes(ctx, p.ID); err != nil {
+			return Infra(err)
+		}
+	}
+	if out.resp == nil {
+		if err := h.call(ctx, &p, &out); err != nil {
 			n, _ := asynq.GetRetryCount(ctx)
 			max, _ := asynq.GetMaxRetry(ctx)
 			if upstream.Temporary(err) && n < max && ctx.Err() == nil {
-				log.Warn("upstream call failed; will retry", "node", node, "attempt", n+1, "err", err)
-				if qerr := h.Queue.Requeue(context.WithoutCancel(ctx), p.ID, claudeq.ErrorMessage(err)); qerr != nil {
+				log.Warn("upstream call failed; will retry", "node", out.node, "attempt", n+1, "err", err)
+				if qerr := h.Queue.Requeue(context.WithoutCancel(ctx), p.ID, claudeq.ErrorMessage(err), out.node); qerr != nil {
 					return Infra(qerr)
 				}
 				return err
 			}
-			log.Warn("job failed", "node", node, "attempt", n+1, "err", err)
-			return h.finish(ctx, &p, started, prev != claudeq.StatusQueued, claudeq.StatusFailed, nil, node, &claudeq.JobError{
-				Type: claudeq.ErrorKind(err).String(), Message: claudeq.ErrorMessage(err)})
+			log.Warn("job failed", "node", out.node, "attempt", n+1, "err", err)
+			out.jerr = &claudeq.JobError{Type: claudeq.ErrorKind(err).String(), Message: claudeq.ErrorMessage(err)}
+			if upstream.Temporary(err) && claudeq.ErrorKind(err) != claudeq.KindNoUpstream {
+				// Out of retries on a transient error: say so plainly when no
+				// node can serve the model any more.
+				if pk, ok := h.Upstream.(interface {
+					Pick(ctx context.Context, model string, avoid []string) (string, error)
+				}); ok {
+					if _, perr := pk.Pick(ctx, modelOf(p.Request), nil); claudeq.ErrorKind(perr) == claudeq.KindNoUpstream {
+						out.jerr = &claudeq.JobError{Type: claudeq.KindNoUpstream.String(),
+							Message: claudeq.ErrorMessage(perr) + "; last error: " + claudeq.ErrorMessage(err)}
+					}
+				}
+			}
+			return h.finish(ctx, &p, started, claudeq.StatusFailed, out)
 		}
 	}
-	return h.finish(ctx, &p, started, prev != claudeq.StatusQueued, claudeq.StatusSucceeded, resp, node, nil)
+	return h.finish(ctx, &p, started, claudeq.StatusSucceeded, out)
+}
+
+// outcome is what one run of a job produced.
+type outcome struct {
+	resp           *upstream.Response
+	node           string   // the node of this attempt ("stash": a stored answer)
+	tried          []string // nodes earlier attempts failed on
+	requestedModel string   // set when a fallback model answered
+	rerun          bool
+	jerr           *claudeq.JobError
+}
+
+// call asks the upstream, avoiding the nodes earlier attempts failed on, and
+// falls back to the job's fallback models when its model is overloaded or
+// has no healthy node.
+func (h *JobHandler) call(ctx context.Context, p *JobPayload, out *outcome) error {
+	var req struct {
+		Model string `json:"model"`
+	}
+	_ = json.Unmarshal(p.Request, &req)
+	resp, node, err := h.Upstream.Call(ctx, req.Model, p.Request, out.tried)
+	out.node = node
+	for _, fm := range p.FallbackModels {
+		k := claudeq.ErrorKind(err)
+		if err == nil || (k != claudeq.KindOverloaded && k != claudeq.KindNoUpstream) || ctx.Err() != nil {
+			break
+		}
+		body, jerr := withModel(p.Request, fm)
+		if jerr != nil {
+			break
+		}
+		h.Logger.Warn("model unavailable; trying a fallback model", "job_id", p.ID, "model", req.Model, "fallback", fm, "err", err)
+		resp, node, err = h.Upstream.Call(ctx, fm, body, nil)
+		out.node = node
+		if err == nil {
+			out.requestedModel = req.Model
+		}
+	}
+	out.resp = resp
+	return err
+}
+
+func modelOf(body []byte) string {
+	var req struct {
+		Model string `json:"model"`
+	}
+	_ = json.Unmarshal(body, &req)
+	return req.Model
+}
+
+// withModel returns body with its "model" replaced.
+func withModel(body []byte, model string) ([]byte, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, err
+	}
+	b, _ := json.Marshal(model)
+	m["model"] = b
+	return json.Marshal(m)
 }
 
 // finish writes the terminal record (durably, through group commit), then
 // the live state and the cache. Any store failure retries the task without
 // using up a retry; the stash keeps the answer for that retry.
-func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Time, rerun bool, status claudeq.Status, resp *upstream.Response, node string, jerr *claudeq.JobError) error {
+func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Time, status claudeq.Status, out outcome) error {
+	resp, node, jerr, rerun := out.resp, out.node, out.jerr, out.rerun
 	ctx = context.WithoutCancel(ctx) // finishing must not be cut short by the job's own deadline
 	now := h.Now().UTC()
 	n, _ := asynq.GetRetryCount(ctx)
@@ -131,6 +209,12 @@ func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Tim
 		ID: p.ID, Kind: p.Kind, Status: status, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID,
 		SessionID: p.SessionID, Metadata: p.Metadata, RequestHash: p.RequestHash, Error: jerr,
 		Attempts: n + 1, CreatedAt: p.CreatedAt.UTC(), FinishedAt: &now, WebhookURL: p.WebhookURL,
+		RequestedModel: out.requestedModel, RouteReason: p.RouteReason,
+	}
+	if node != "" && node != "stash" {
+		j.Nodes = append(slices.Clone(out.tried), node)
+	} else {
+		j.Nodes = out.tried
 	}
 	var req struct {
 		Model    string          `json:"model"`
@@ -252,12 +336,3 @@ func Text(content json.RawMessage) string {
 
 // ErrNoUpstream is returned when no node can serve a request.
 var ErrNoUpstream = errors.New("no healthy upstream")
-
-// Single is an Upstream of one node.
-type Single struct{ Client *upstream.Client }
-
-// Call implements Upstream.
-func (s Single) Call(ctx context.Context, body []byte) (*upstream.Response, string, error) {
-	r, err := s.Client.Messages(ctx, body)
-	return r, s.Client.Name(), err
-}

@@ -2,6 +2,7 @@ package task
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"time"
@@ -43,4 +44,34 @@ func (h *RetentionHandler) ProcessTask(ctx context.Context, _ *asynq.Task) error
 // so that any number of schedulers enqueue it once per period.
 func PeriodTaskID(typ string, t time.Time, every time.Duration) string {
 	return fmt.Sprintf("%s:%d", typ, t.UnixNano()/int64(every))
+}
+
+// Prober checks one upstream node (upstream.Fleet).
+type Prober interface {
+	Probe(ctx context.Context, node string) error
+}
+
+// ProbePayload names the node an upstream:probe task checks.
+type ProbePayload struct {
+	Node string `json:"node"`
+}
+
+// ProbeHandler runs upstream:probe tasks: the active health check of one
+// node (GET /v1/models, which costs nothing). The result lands in the
+// shared health state; a failed probe is not an error of the task.
+type ProbeHandler struct {
+	Fleet  Prober
+	Logger *slog.Logger
+}
+
+// ProcessTask implements asynq.Handler.
+func (h *ProbeHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
+	var p ProbePayload
+	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.Node == "" {
+		return fmt.Errorf("upstream:probe: bad payload: %w", asynq.SkipRetry)
+	}
+	if err := h.Fleet.Probe(ctx, p.Node); err != nil {
+		h.Logger.Warn("upstream probe failed", "node", p.Node, "err", err)
+	}
+	return nil
 }

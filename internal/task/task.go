@@ -19,6 +19,7 @@ const (
 	TypeJobRun    = queue.TypeJobRun
 	TypeRetention = "maintenance:retention"
 	TypeReconcile = "maintenance:reconcile"
+	TypeProbe     = "upstream:probe"
 )
 
 // JobPayload is the message of a job:run task: everything the worker needs,
@@ -35,7 +36,11 @@ type JobPayload struct {
 	RequestHash string          `json:"request_hash"`
 	CacheKey    string          `json:"cache_key,omitempty"` // "" = do not write the cache
 	WebhookURL  string          `json:"webhook_url,omitempty"`
-	CreatedAt   time.Time       `json:"created_at"`
+	// FallbackModels answer, in order, when the requested model is
+	// overloaded or has no healthy node.
+	FallbackModels []string  `json:"fallback_models,omitempty"`
+	RouteReason    string    `json:"route_reason,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
 }
 
 // infraError marks a failure of our own stores (Redis, MongoDB): the job is
@@ -69,8 +74,11 @@ func RetryDelay(base, max time.Duration) asynq.RetryDelayFunc {
 		}
 		// Full jitter over the upper half keeps retries spread out.
 		d = d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
-		if ra := claudeq.RetryAfter(err); ra > d {
-			d = ra
+		// asynq keeps retry times in whole seconds and may run a task up to
+		// a second before the delay ends: add a second so that a retry
+		// never comes before the upstream's retry-after.
+		if ra := claudeq.RetryAfter(err); ra > 0 && ra+time.Second > d {
+			d = ra + time.Second
 		}
 		return d
 	}

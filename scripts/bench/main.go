@@ -1,0 +1,127 @@
+// Command bench measures claudeq against its baselines on this machine and
+// writes the report (docs/benchmarks.md under `make bench`). See package
+// internal/bench for what is measured and how.
+//
+//	go run ./scripts/bench -out docs/benchmarks.md   # the full run, about 4 minutes
+//	go run ./scripts/bench -quick -out /tmp/b.md     # smoke run, under a minute
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/claudeq/claudeq/internal/bench"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	def := bench.DefaultOptions()
+	var (
+		out      = flag.String("out", "", "write the Markdown report here (default: stdout)")
+		quick    = flag.Bool("quick", false, "smoke run: short windows, fewer jobs, one repetition (numbers not comparable)")
+		duration = flag.Duration("duration", 0, fmt.Sprintf("measured window of each submit run (default %v)", def.Duration))
+		warmup   = flag.Duration("warmup", 0, fmt.Sprintf("warm-up before each submit window (default %v)", def.Warmup))
+		clients  = flag.String("clients", "", "closed-loop clients of figure 1, comma-separated (default 32,64)")
+		jobs     = flag.Int("jobs", 0, fmt.Sprintf("jobs drained in figure 2 (default %d)", def.Jobs))
+		budget   = flag.Duration("drain-budget", 0, fmt.Sprintf("figure 2 reports the jobs done this long after the first pick-up if the queue is not empty by then (default %v)", def.DrainBudget))
+		reps     = flag.Int("reps", 0, fmt.Sprintf("repetitions of every measurement (default %d)", def.Reps))
+		latDur   = flag.Duration("latency-duration", 0, fmt.Sprintf("sending time of each figure-3 run (default %v)", def.LatencyDuration))
+		rate     = flag.Float64("rate", 0, "figure 3's submit rate per second (default: half of figure 2's saturation, at most 1000)")
+		only     = flag.String("only", "", "run only these figures, comma-separated: submit, e2e, latency")
+		prof     = flag.String("cpuprofile", "", "write CPU profiles of the first claudeq runs (submit-cN.pprof, e2e.pprof) into this directory")
+	)
+	flag.Parse()
+	o := def
+	if *quick {
+		o = bench.QuickOptions()
+	}
+	if *duration > 0 {
+		o.Duration = *duration
+	}
+	if *warmup > 0 {
+		o.Warmup = *warmup
+	}
+	if *clients != "" {
+		o.Concurrency = nil
+		for _, s := range strings.Split(*clients, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil || n < 1 {
+				return fmt.Errorf("-clients: %q is not a positive number", s)
+			}
+			o.Concurrency = append(o.Concurrency, n)
+		}
+	}
+	if *jobs > 0 {
+		o.Jobs = *jobs
+	}
+	if *budget > 0 {
+		o.DrainBudget = *budget
+	}
+	if *reps > 0 {
+		o.Reps = *reps
+	}
+	if *latDur > 0 {
+		o.LatencyDuration = *latDur
+	}
+	o.LatencyRate = *rate
+	if *only != "" {
+		for _, f := range strings.Split(*only, ",") {
+			f = strings.TrimSpace(f)
+			if f != "submit" && f != "e2e" && f != "latency" {
+				return fmt.Errorf("-only: unknown figure %q (want submit, e2e, latency)", f)
+			}
+			o.Figures = append(o.Figures, f)
+		}
+	}
+	if *prof != "" {
+		if err := os.MkdirAll(*prof, 0o755); err != nil {
+			return err
+		}
+		o.ProfileDir = *prof
+	}
+	o.Command = strings.Join(append([]string{"go run ./scripts/bench"}, os.Args[1:]...), " ")
+	o.Log = os.Stderr
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	start := time.Now()
+	r, err := bench.Run(ctx, o)
+	if err != nil {
+		return err
+	}
+	w := os.Stdout
+	if *out != "" {
+		if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
+			return err
+		}
+		f, err := os.Create(*out)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = f
+	}
+	if err := bench.Render(w, r); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "bench: done in %v", time.Since(start).Round(time.Second))
+	if *out != "" {
+		fmt.Fprintf(os.Stderr, ", report in %s", *out)
+	}
+	fmt.Fprintln(os.Stderr)
+	return nil
+}
