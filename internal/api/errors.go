@@ -49,10 +49,12 @@ type ErrorBody struct {
 	RequestID string      `json:"request_id"`
 }
 
-// ErrorDetail is the inner error object.
+// ErrorDetail is the inner error object. Quota refusals add the numbers
+// behind the refusal in Quota.
 type ErrorDetail struct {
-	Type    string `json:"type"`
-	Message string `json:"message"`
+	Type    string         `json:"type"`
+	Message string         `json:"message"`
+	Quota   map[string]any `json:"quota,omitempty"`
 }
 
 // errorHandler is Echo's HTTPErrorHandler: every error, ours or Echo's,
@@ -82,7 +84,7 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 	if code == http.StatusUnauthorized {
 		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="claudeq"`)
 	}
-	body := ErrorBody{Type: "error", Error: ErrorDetail{Type: kind.String(), Message: msg}, RequestID: requestID(c)}
+	body := ErrorBody{Type: "error", Error: ErrorDetail{Type: kind.String(), Message: msg, Quota: quotaDetails(err)}, RequestID: requestID(c)}
 	if c.Request().Method == http.MethodHead {
 		_ = c.NoContent(code)
 		return

@@ -60,13 +60,14 @@ var analyzePrompts = map[string]string{
 
 // jobSpec is a validated job, ready to queue.
 type jobSpec struct {
-	kind      string
-	req       claudeq.MessageRequest
-	sessionID string
-	metadata  map[string]any
-	cacheBody *bool
-	webhook   string
-	fallback  []string
+	kind        string
+	req         claudeq.MessageRequest
+	sessionID   string
+	metadata    map[string]any
+	cacheBody   *bool
+	webhook     string
+	fallback    []string
+	routeReason string
 }
 
 func (s *Server) model(name string) (claudeq.Model, error) {
@@ -81,53 +82,81 @@ func (s *Server) model(name string) (claudeq.Model, error) {
 }
 
 func (s *Server) chat(c echo.Context) error {
+	spec, err := s.parseChat(c)
+	if err != nil {
+		return err
+	}
+	return s.submit(c, spec)
+}
+
+// parseChat reads and validates a chat body.
+func (s *Server) parseChat(c echo.Context) (jobSpec, error) {
 	var b chatBody
 	if err := s.readJSON(c, &b); err != nil {
-		return err
+		return jobSpec{}, err
 	}
 	spec := jobSpec{kind: claudeq.JobChat, sessionID: b.SessionID, metadata: b.Metadata, cacheBody: b.Cache, webhook: b.WebhookURL}
 	for i, fm := range b.FallbackModels {
 		m, ok := s.cat.Resolve(fm)
 		if !ok {
-			return claudeq.Errorf(claudeq.KindInvalidRequest, "fallback_models.%d: unknown model %q", i, fm)
+			return jobSpec{}, claudeq.Errorf(claudeq.KindInvalidRequest, "fallback_models.%d: unknown model %q", i, fm)
 		}
 		spec.fallback = append(spec.fallback, m.ID)
 	}
-	m, err := s.model(b.Model)
+	auto := strings.EqualFold(b.Model, "auto")
+	var m claudeq.Model
+	var err error
+	if auto {
+		m, err = s.model("haiku") // placeholder until the request is scored
+	} else {
+		m, err = s.model(b.Model)
+	}
 	if err != nil {
-		return err
+		return jobSpec{}, err
 	}
 	switch {
 	case b.Prompt != nil && len(b.Messages) > 0:
-		return claudeq.Errorf(claudeq.KindInvalidRequest, "prompt, messages: send one of them, not both")
+		return jobSpec{}, claudeq.Errorf(claudeq.KindInvalidRequest, "prompt, messages: send one of them, not both")
 	case b.Prompt != nil:
 		if strings.TrimSpace(*b.Prompt) == "" {
-			return claudeq.Errorf(claudeq.KindInvalidRequest, "prompt: must not be empty")
+			return jobSpec{}, claudeq.Errorf(claudeq.KindInvalidRequest, "prompt: must not be empty")
 		}
 		spec.req.Messages, _ = json.Marshal([]map[string]string{{"role": "user", "content": *b.Prompt}})
 	case len(b.Messages) > 0 && string(b.Messages) != "null":
 		if spec.req.Messages, err = checkMessages(b.Messages); err != nil {
-			return err
+			return jobSpec{}, err
 		}
 	default:
-		return claudeq.Errorf(claudeq.KindInvalidRequest, "prompt: required (or messages, for several turns)")
+		return jobSpec{}, claudeq.Errorf(claudeq.KindInvalidRequest, "prompt: required (or messages, for several turns)")
 	}
 	if spec.req.System, err = checkSystem(b.System); err != nil {
-		return err
+		return jobSpec{}, err
 	}
 	if err := checkSampling(b.Temperature, b.TopP, b.TopK); err != nil {
-		return err
+		return jobSpec{}, err
 	}
 	for i, ss := range b.StopSequences {
 		if ss == "" {
-			return fieldErr("stop_sequences."+itoa(i), "must not be empty")
+			return jobSpec{}, fieldErr("stop_sequences."+itoa(i), "must not be empty")
 		}
 	}
 	spec.req.Model, spec.req.Temperature, spec.req.TopP, spec.req.TopK, spec.req.StopSequences = m.ID, b.Temperature, b.TopP, b.TopK, b.StopSequences
-	if spec.req.MaxTokens, err = checkMaxTokens(b.MaxTokens, s.opt.DefaultMaxTokens, m); err != nil {
-		return err
+	if auto {
+		// Score with the requested output size, then check it against the
+		// chosen model.
+		spec.req.MaxTokens = s.opt.DefaultMaxTokens
+		if b.MaxTokens != nil {
+			spec.req.MaxTokens = *b.MaxTokens
+		}
+		if err := s.route(c, &spec); err != nil {
+			return jobSpec{}, err
+		}
+		m, _ = s.cat.Resolve(spec.req.Model)
 	}
-	return s.submit(c, spec)
+	if spec.req.MaxTokens, err = checkMaxTokens(b.MaxTokens, s.opt.DefaultMaxTokens, m); err != nil {
+		return jobSpec{}, err
+	}
+	return spec, nil
 }
 
 func (s *Server) analyze(c echo.Context) error {
@@ -224,10 +253,18 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 	if !write {
 		cacheKey = ""
 	}
+	_, cost, _, err := s.estimate(spec, body, now)
+	if err != nil {
+		return err
+	}
+	if err := s.reserve(ctx, p, id, cost); err != nil {
+		return err
+	}
 	payload, err := json.Marshal(task.JobPayload{
 		ID: id, Kind: spec.kind, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID,
 		SessionID: spec.sessionID, Metadata: spec.metadata, Request: body, RequestHash: reqHash,
 		CacheKey: cacheKey, CreatedAt: now, WebhookURL: spec.webhook, FallbackModels: s.fallbacks(spec),
+		RouteReason: spec.routeReason,
 	})
 	if err != nil {
 		return err
@@ -241,6 +278,7 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 		return s.replay(c, st, reqHash)
 	}
 	if err != nil {
+		s.release(id)
 		return err
 	}
 	return s.accepted(c, st)
@@ -486,3 +524,5 @@ func usd(micros int64) *float64 {
 	v := float64(micros) / 1e6
 	return &v
 }
+
+func jsonBody(v any) ([]byte, error) { return json.Marshal(v) }

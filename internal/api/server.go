@@ -73,6 +73,7 @@ type Deps struct {
 	Options  Options
 	Webhooks Webhooks
 	Fleet    Fleet
+	Money    Money
 }
 
 // Fleet reports the upstream nodes' health.
@@ -82,18 +83,20 @@ type Fleet interface {
 
 // Server is the api. It is safe for concurrent use.
 type Server struct {
-	e    *echo.Echo
-	q    *queue.Queue
-	st   Store
-	c    *cache.Cache
-	cat  *claudeq.Catalog
-	log  *slog.Logger
-	now  func() time.Time
-	opt  Options
-	keys *keyCache
-	used lastUsed
-	wh   Webhooks
-	fl   Fleet
+	e      *echo.Echo
+	q      *queue.Queue
+	st     Store
+	c      *cache.Cache
+	cat    *claudeq.Catalog
+	log    *slog.Logger
+	now    func() time.Time
+	opt    Options
+	keys   *keyCache
+	used   lastUsed
+	wh     Webhooks
+	fl     Fleet
+	money  Money
+	ledger Ledger
 }
 
 // New returns the api with its routes.
@@ -114,7 +117,10 @@ func New(d Deps) *Server {
 		d.Options.MaxBodyBytes = 1 << 20
 	}
 	s := &Server{q: d.Queue, st: d.Store, c: d.Cache, cat: d.Catalog, log: d.Logger, now: d.Now, opt: d.Options,
-		keys: newKeyCache(d.Options.KeyCacheTTL), wh: d.Webhooks, fl: d.Fleet}
+		keys: newKeyCache(d.Options.KeyCacheTTL), wh: d.Webhooks, fl: d.Fleet, money: d.Money}
+	if l, ok := d.Store.(Ledger); ok {
+		s.ledger = l
+	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.errorHandler
@@ -131,6 +137,9 @@ func New(d Deps) *Server {
 	g.GET("/jobs/:id/webhooks", s.jobWebhooks)
 	g.POST("/jobs/:id/webhooks/redeliver", s.redeliver)
 	g.GET("/webhooks/secret", s.webhookSecret)
+	g.POST("/estimate", s.estimateHandler)
+	g.GET("/quota", s.quotaHandler)
+	g.GET("/usage", s.usageHandler)
 	g.POST("/webhooks/secret/rotate", s.rotateWebhookSecret)
 
 	ad := e.Group("/admin", s.auth(claudeq.ScopeAdminRead), s.adminWrites)
@@ -139,6 +148,9 @@ func New(d Deps) *Server {
 	ad.DELETE("/keys/:id", s.revokeKey)
 	ad.POST("/keys/:id/rotate", s.rotateKey)
 	ad.GET("/nodes", s.nodes)
+	ad.GET("/usage", s.adminUsage)
+	ad.GET("/quotas/:scope/:id", s.getLimit)
+	ad.PUT("/quotas/:scope/:id", s.putLimit)
 	return s
 }
 

@@ -51,6 +51,7 @@ type App struct {
 	Store    *store.Store
 	Queue    *queue.Queue
 	Fleet    *upstream.Fleet
+	Money    api.Money
 	commit   *store.Committer
 	srv      *asynq.Server
 	httpSrv  *http.Server
@@ -107,6 +108,11 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 		return nil, fmt.Errorf("mongodb at CLAUDEQ_MONGO_URI: %w", err)
 	}
 	a.Queue = queue.New(a.rdb)
+	money, err := newMoney(cfg, a.rdb, o.Now)
+	if err != nil {
+		return nil, err
+	}
+	a.Money = money
 	ch := cache.New(a.crdb, cfg.CacheTTL)
 	notifier := &task.Notifier{Client: a.Queue.Client(), PublicURL: cfg.PublicURL, MaxBody: cfg.WebhookMaxBytes,
 		Schedule: cfg.WebhookSchedule, Retention: cfg.IdempotencyTTL, Now: o.Now}
@@ -137,6 +143,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 		mux.Handle(task.TypeJobRun, &task.JobHandler{
 			Queue: a.Queue, Store: a.Store, Committer: a.commit, Cache: ch, Upstream: up,
 			Now: o.Now, Logger: o.Logger, IdempotencyTTL: cfg.IdempotencyTTL, Notifier: notifier,
+			Pricing: a.Money.Pricing, Quota: a.Money.Quota,
 		})
 		mux.Handle(webhook.TypeDeliver, &webhook.Handler{
 			Secrets:   secrets.Secrets,
@@ -152,7 +159,8 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 			Now: o.Now, Logger: o.Logger,
 		})
 		mux.Handle(task.TypeRetention, &task.RetentionHandler{Store: a.Store, Retention: cfg.Retention, Now: o.Now, Logger: o.Logger})
-		mux.Handle(task.TypeReconcile, &task.ReconcileHandler{Queue: a.Queue, Store: a.Store, Now: o.Now, Logger: o.Logger})
+		mux.Handle(task.TypeReconcile, &task.ReconcileHandler{Queue: a.Queue, Store: a.Store, Now: o.Now, Logger: o.Logger,
+			Quota: a.Money.Quota, StaleAfter: cfg.QuotaReconcileAfter})
 		mux.Handle(task.TypeProbe, &task.ProbeHandler{Fleet: a.Fleet, Logger: o.Logger})
 		a.srv = queue.NewServer(a.rdb, queue.ServerOptions{
 			Concurrency: cfg.WorkerConcurrency, TaskCheckInterval: cfg.TaskCheckInterval,
@@ -186,6 +194,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 			},
 			Webhooks: api.Webhooks{Policy: cfg.WebhookAllow, Secrets: secrets, Notifier: notifier, Grace: cfg.WebhookSecretGrace},
 			Fleet:    a.Fleet,
+			Money:    a.Money,
 		})
 		a.ln, err = net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/claudeq/claudeq/internal/pricing"
 	"github.com/claudeq/claudeq/internal/upstream"
 	"github.com/claudeq/claudeq/internal/webhook"
 )
@@ -136,6 +137,29 @@ type Config struct {
 	LogLevel slog.Level
 	// LogFormat is json or text. CLAUDEQ_LOG_FORMAT, default json (text in claudeq dev).
 	LogFormat string
+	// Timezone is the zone whose midnight starts a quota day.
+	// CLAUDEQ_TIMEZONE, default UTC.
+	Timezone *time.Location
+	// Budgets in micro-USD (0 = unlimited), set in USD:
+	// CLAUDEQ_QUOTA_USER_DAILY_USD, CLAUDEQ_QUOTA_DEPARTMENT_DAILY_USD,
+	// CLAUDEQ_QUOTA_TOTAL_DAILY_USD, CLAUDEQ_QUOTA_TOTAL_MONTHLY_USD;
+	// default 0 (unlimited). Overrides per user or department are set at
+	// run time (PUT /admin/quotas/...).
+	QuotaUserDaily, QuotaDepartmentDaily, QuotaTotalDaily, QuotaTotalMonthly int64
+	// QuotaReconcileAfter: a reservation older than this whose job is gone
+	// or finished is settled or released by the scheduler.
+	// CLAUDEQ_QUOTA_RECONCILE_AFTER, default 2h (longer than a job lives).
+	QuotaReconcileAfter time.Duration
+	// PricingFile overrides or extends the embedded price table (YAML or
+	// JSON). CLAUDEQ_PRICING_FILE, default none.
+	PricingFile string
+	// PricingDefaultTier prices unknown model ids as this tier (haiku,
+	// sonnet, opus); empty refuses them. CLAUDEQ_PRICING_DEFAULT_TIER.
+	PricingDefaultTier string
+	// RoutingSonnetScore and RoutingOpusScore are the complexity scores
+	// from which model "auto" picks sonnet and opus.
+	// CLAUDEQ_ROUTING_SONNET_SCORE (3), CLAUDEQ_ROUTING_OPUS_SCORE (7).
+	RoutingSonnetScore, RoutingOpusScore int
 	// PublicURL is the gateway's address as callers reach it, the base of
 	// result_url in webhook events. CLAUDEQ_PUBLIC_URL, default
 	// http://HTTPAddr.
@@ -157,9 +181,16 @@ type Config struct {
 	// WebhookSecretGrace is how long the previous signing secret keeps
 	// signing after a rotation. CLAUDEQ_WEBHOOK_SECRET_GRACE, default 24h.
 	WebhookSecretGrace time.Duration
-	// MetricsAddr, when set, serves /metrics on its own listener instead of
-	// the api's. CLAUDEQ_METRICS_ADDR, default empty.
+	// MetricsAddr, when set, is an admin listener that every role (api,
+	// worker, scheduler) opens, serving /metrics without a key plus /livez
+	// and /readyz (Redis and MongoDB answer). Keep it off the public
+	// network. The api also serves /metrics on its own listener, to keys
+	// with the admin:read scope. CLAUDEQ_METRICS_ADDR, default empty (no
+	// admin listener).
 	MetricsAddr string
+	// Security holds HTTP hardening, rate limits, the content policy,
+	// encryption at rest, the audit log and monitoring (security.go).
+	Security
 }
 
 type loader struct {
@@ -219,6 +250,20 @@ func (l *loader) url(key, def string, schemes ...string) string {
 	return v
 }
 
+// usd reads an amount of US dollars ("12.50") as micro-dollars; empty is 0.
+func (l *loader) usd(key string) int64 {
+	v := strings.TrimSpace(l.getenv(key))
+	if v == "" {
+		return 0
+	}
+	m, err := pricing.ParseUSD(v)
+	if err != nil || m < 0 {
+		l.errs = append(l.errs, fmt.Errorf("%s: %q is not an amount of US dollars such as 25 or 12.50", key, v))
+		return 0
+	}
+	return int64(m)
+}
+
 // Load reads the configuration through getenv and returns every problem it
 // finds, joined.
 func Load(getenv func(string) string) (Config, error) {
@@ -253,6 +298,22 @@ func Load(getenv func(string) string) (Config, error) {
 		LogFormat:                l.str("CLAUDEQ_LOG_FORMAT", "json"),
 		MetricsAddr:              l.str("CLAUDEQ_METRICS_ADDR", ""),
 	}
+	tz := l.str("CLAUDEQ_TIMEZONE", "UTC")
+	if loc, err := time.LoadLocation(tz); err != nil {
+		l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_TIMEZONE: %q is not an IANA time zone such as Europe/Berlin", tz))
+		c.Timezone = time.UTC
+	} else {
+		c.Timezone = loc
+	}
+	c.QuotaUserDaily = l.usd("CLAUDEQ_QUOTA_USER_DAILY_USD")
+	c.QuotaDepartmentDaily = l.usd("CLAUDEQ_QUOTA_DEPARTMENT_DAILY_USD")
+	c.QuotaTotalDaily = l.usd("CLAUDEQ_QUOTA_TOTAL_DAILY_USD")
+	c.QuotaTotalMonthly = l.usd("CLAUDEQ_QUOTA_TOTAL_MONTHLY_USD")
+	c.QuotaReconcileAfter = l.dur("CLAUDEQ_QUOTA_RECONCILE_AFTER", 2*time.Hour)
+	c.PricingFile = l.str("CLAUDEQ_PRICING_FILE", "")
+	c.PricingDefaultTier = l.str("CLAUDEQ_PRICING_DEFAULT_TIER", "")
+	c.RoutingSonnetScore = int(l.int("CLAUDEQ_ROUTING_SONNET_SCORE", 3, 0))
+	c.RoutingOpusScore = int(l.int("CLAUDEQ_ROUTING_OPUS_SCORE", 7, 0))
 	c.NodesFile = l.str("CLAUDEQ_NODES_FILE", "")
 	if c.NodesFile != "" {
 		nodes, err := upstream.LoadNodes(c.NodesFile, getenv)
@@ -320,6 +381,7 @@ func Load(getenv func(string) string) (Config, error) {
 	if c.ReconcileInterval == 0 {
 		l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_RECONCILE_INTERVAL: must be positive"))
 	}
+	c.Security = l.security()
 	return c, errors.Join(l.errs...)
 }
 

@@ -175,7 +175,7 @@ const (
 
 // unavailable is the error for any Redis failure: money fails closed.
 func unavailable(op string, err error) error {
-	return &claudeq.Error{Kind: claudeq.KindUnavailable, Op: op, Msg: "quota service unavailable; the request was not accepted", Err: err, RetryAfter: time.Second}
+	return &claudeq.Error{Kind: claudeq.KindUnavailable, Op: op, Msg: "quota service unavailable; the request was not accepted, try again", Err: err, RetryAfter: time.Second}
 }
 
 // Reservation is a hold on the budgets for one job.

@@ -50,6 +50,8 @@ type JobHandler struct {
 	Now            func() time.Time
 	Logger         *slog.Logger
 	Notifier       *Notifier     // nil: no webhooks
+	Pricing        Pricer        // nil: nothing is billed
+	Quota          Quota         // nil: no budgets
 	IdempotencyTTL time.Duration // how long a finished job's state stays in Redis
 	StashTTL       time.Duration // how long an undelivered answer is kept for the retry; default 24h
 }
@@ -80,7 +82,10 @@ func (h *JobHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		// A re-run: a worker died, or Redis lost the completion mark.
 		if j, err := h.Store.Job(ctx, p.ID); err == nil {
 			log.Info("job already finished; not running it again", "status", j.Status)
-			if err := h.Notifier.Notify(ctx, j, 0); err != nil {
+			if err := h.settle(ctx, j); err != nil {
+				return err
+			}
+			if err := h.Notifier.Notify(ctx, j, usdOf(j.CostMicros)); err != nil {
 				return Infra(err)
 			}
 			if err := h.Queue.Finish(ctx, p.ID, j.Status, h.Now(), "", h.IdempotencyTTL); err != nil {
@@ -178,6 +183,8 @@ func (h *JobHandler) call(ctx context.Context, p *JobPayload, out *outcome) erro
 	return err
 }
 
+func usdOf(micros int64) float64 { return float64(micros) / 1e6 }
+
 func modelOf(body []byte) string {
 	var req struct {
 		Model string `json:"model"`
@@ -241,6 +248,14 @@ func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Tim
 			Tokens:   u.Total(), At: now, Rerun: rerun,
 		}
 	}
+	if status == claudeq.StatusSucceeded {
+		entry, err := h.bill(ctx, p, j, out.requestedModel)
+		if err != nil {
+			h.Logger.Error("pricing the job failed; will retry", "job_id", p.ID, "model", j.Model, "err", err)
+			return Infra(err)
+		}
+		rec.Ledger = entry
+	}
 	if err := h.Committer.Commit(ctx, rec); err != nil {
 		if resp != nil {
 			if b, jerr := json.Marshal(resp); jerr == nil {
@@ -254,7 +269,11 @@ func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Tim
 		h.Logger.Warn("storing job result failed; will retry", "job_id", p.ID, "err", err)
 		return Infra(err)
 	}
-	if err := h.Notifier.Notify(ctx, j, 0); err != nil {
+	if err := h.settle(ctx, j); err != nil {
+		h.Logger.Warn("settling the reservation failed; will retry", "job_id", p.ID, "err", err)
+		return err
+	}
+	if err := h.Notifier.Notify(ctx, j, usdOf(j.CostMicros)); err != nil {
 		h.Logger.Warn("enqueueing the webhook failed; will retry", "job_id", p.ID, "err", err)
 		return Infra(err)
 	}

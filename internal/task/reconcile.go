@@ -28,6 +28,17 @@ type ReconcileHandler struct {
 	Store  JobSaver
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Quota, when set, also has its stale reservations reconciled: a
+	// reservation older than StaleAfter whose job finished is settled to the
+	// job's cost (or released), and one whose job vanished is released.
+	Quota      StaleQuota
+	StaleAfter time.Duration
+}
+
+// StaleQuota lists and closes reservations.
+type StaleQuota interface {
+	Quota
+	Stale(ctx context.Context, olderThan time.Duration) ([]string, error)
 }
 
 // ErrWorkerLost is the error of a job whose attempts all died with their
@@ -67,6 +78,46 @@ func (h *ReconcileHandler) ProcessTask(ctx context.Context, _ *asynq.Task) error
 	if fixed > 0 {
 		h.Logger.Warn("reconciled jobs whose workers were lost", "jobs", fixed)
 	}
+	return h.reconcileQuota(ctx)
+}
+
+// reconcileQuota closes reservations whose jobs ended without settling them
+// (a worker killed between its write and its settle, Redis restarted) or
+// vanished, so that no reservation is leaked.
+func (h *ReconcileHandler) reconcileQuota(ctx context.Context) error {
+	if h.Quota == nil {
+		return nil
+	}
+	ids, err := h.Quota.Stale(ctx, h.StaleAfter)
+	if err != nil {
+		return Infra(err)
+	}
+	settled, released := 0, 0
+	for _, id := range ids {
+		j, err := h.Store.Job(ctx, id)
+		switch {
+		case err == nil && j.Status == claudeq.StatusSucceeded:
+			err = h.Quota.Settle(ctx, id, quotaMicros(j.CostMicros))
+			settled++
+		case err == nil:
+			err = h.Quota.Release(ctx, id)
+			released++
+		case claudeq.ErrorKind(err) == claudeq.KindNotFound:
+			if st, serr := h.Queue.State(ctx, id); serr == nil && !st.Status.Terminal() {
+				continue // still queued or running (a long backlog)
+			} else if serr != nil && claudeq.ErrorKind(serr) != claudeq.KindNotFound {
+				return Infra(serr)
+			}
+			err = h.Quota.Release(ctx, id)
+			released++
+		}
+		if err != nil {
+			return Infra(err)
+		}
+	}
+	if settled+released > 0 {
+		h.Logger.Warn("reconciled stale reservations", "settled", settled, "released", released)
+	}
 	return nil
 }
 
@@ -100,6 +151,11 @@ func (h *ReconcileHandler) reconcile(ctx context.Context, ti *asynq.TaskInfo) (b
 	}
 	if err := h.Store.SaveJob(ctx, j); err != nil {
 		return false, err
+	}
+	if h.Quota != nil {
+		if err := h.Quota.Release(ctx, p.ID); err != nil {
+			return false, err
+		}
 	}
 	h.Logger.Warn("job failed: worker lost", "job_id", p.ID, "attempts", j.Attempts)
 	return true, h.Queue.Finish(ctx, p.ID, claudeq.StatusFailed, now, "", 24*time.Hour)

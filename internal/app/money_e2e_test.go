@@ -1,0 +1,197 @@
+package app_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/claudeq/claudeq/internal/quota"
+	"github.com/claudeq/claudeq/internal/store"
+)
+
+func TestJobsAreBilledOnceAndShownInUsage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	base := e.all()
+	key, _ := e.key("alice", "research")
+
+	est := do(t, "POST", base+"/api/claude/estimate", key, map[string]any{"prompt": "Price me", "model": "opus", "max_tokens": 1000})
+	require.Equal(t, http.StatusOK, est.Status, "%s", est.Body)
+	// Worst case: 1,000 output tokens of opus at $20/MTok is at least $0.02.
+	require.GreaterOrEqual(t, est.json(t)["estimated_cost_usd"].(float64), 0.02)
+
+	id := submit(t, base, key, map[string]any{"prompt": "Price me", "model": "opus", "max_tokens": 1000})
+	j := wait(t, base, key, id, 15*time.Second)
+	require.Equal(t, "succeeded", j["status"])
+	cost := j["cost_usd"].(float64)
+	u := j["usage"].(map[string]any)
+	want := (u["input_tokens"].(float64)*4 + u["output_tokens"].(float64)*20) / 1e6
+	require.InDelta(t, want, cost, 2e-6, "opus-5-5: $4 in / $20 out per million tokens")
+
+	var entry store.LedgerEntry
+	require.NoError(t, e.db.Collection("ledger").FindOne(t.Context(), bson.D{{Key: "_id", Value: id}}).Decode(&entry))
+	require.InDelta(t, cost, float64(entry.CostMicros)/1e6, 1e-9)
+
+	q := do(t, "GET", base+"/api/claude/quota", key, nil).json(t)
+	var userScope map[string]any
+	for _, sc := range q["data"].([]any) {
+		if m := sc.(map[string]any); m["scope"] == "user" {
+			userScope = m
+		}
+	}
+	require.NotNil(t, userScope)
+	require.InDelta(t, cost, userScope["spent_usd"].(float64), 1e-9)
+	require.Zero(t, userScope["reserved_usd"])
+
+	usage := do(t, "GET", base+"/api/claude/usage?days=7", key, nil)
+	require.Equal(t, http.StatusOK, usage.Status, "%s", usage.Body)
+	um := usage.json(t)
+	require.EqualValues(t, 1, um["requests"])
+	require.InDelta(t, cost, um["cost_usd"].(float64), 1e-9)
+	require.Len(t, um["daily"].([]any), 1)
+	require.Equal(t, "claude-opus-5-5", um["models"].([]any)[0].(map[string]any)["model"])
+}
+
+func TestAutoModelSaysWhichAndWhy(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	base := e.all()
+	key, _ := e.key("alice", "research")
+	r := do(t, "POST", base+"/api/claude/chat", key, map[string]any{"prompt": "What is the capital of France?", "model": "auto"})
+	require.Equal(t, http.StatusAccepted, r.Status, "%s", r.Body)
+	require.Equal(t, "claude-haiku-5-5", r.Header.Get("X-Claudeq-Routed-Model"))
+	require.NotEmpty(t, r.Header.Get("X-Claudeq-Route-Reason"))
+	j := wait(t, base, key, r.json(t)["id"].(string), 15*time.Second)
+	require.Equal(t, "claude-haiku-5-5", j["model"])
+	require.NotEmpty(t, j["route_reason"])
+
+	hard := "Prove step by step that the algorithm below is correct, compare it with two alternatives, analyze the trade-offs, and explain why each design choice matters:\n```go\nfunc f(xs []int) int { s := 0; for _, x := range xs { s += x }; return s }\n```\n1. correctness\n2. complexity\n3. failure modes\nWhy? How would you test it?"
+	r = do(t, "POST", base+"/api/claude/chat", key, map[string]any{"prompt": hard, "model": "auto", "max_tokens": 8000})
+	require.Equal(t, http.StatusAccepted, r.Status, "%s", r.Body)
+	require.Equal(t, "claude-opus-5-5", r.Header.Get("X-Claudeq-Routed-Model"), r.Header.Get("X-Claudeq-Route-Reason"))
+}
+
+// TestBudgetsHoldUnderConcurrency: many clients against user, department and
+// total caps; spent + reserved never exceeds a cap, and once everything
+// settled the spent counters equal the ledger exactly.
+func TestBudgetsHoldUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	base := e.all("CLAUDEQ_QUOTA_TOTAL_DAILY_USD", "0.60", "CLAUDEQ_QUOTA_DEPARTMENT_DAILY_USD", "0.40",
+		"CLAUDEQ_QUOTA_USER_DAILY_USD", "0.25", "CLAUDEQ_WORKER_CONCURRENCY", "50")
+	users := []string{"u0", "u1", "u2", "u3"}
+	keys := map[string]string{}
+	for i, u := range users {
+		keys[u], _ = e.key(u, fmt.Sprintf("d%d", i%2))
+	}
+	q, err := quota.New(e.redis.Client(t), quota.Options{UserDaily: 250_000, DepartmentDaily: 400_000, TotalDaily: 600_000})
+	require.NoError(t, err)
+
+	// A watcher samples every budget while the load runs.
+	ctx, stop := context.WithCancel(context.Background())
+	var overshoot atomic.Int64
+	var samples atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			for i, u := range users {
+				st, err := q.Status(ctx, u, fmt.Sprintf("d%d", i%2))
+				if err != nil {
+					continue
+				}
+				for _, s := range st {
+					if !s.Unlimited && s.Spent+s.Reserved > s.Limit {
+						overshoot.Add(int64(s.Spent + s.Reserved - s.Limit))
+					}
+				}
+			}
+			samples.Add(1)
+		}
+	}()
+
+	const clients, perClient = 40, 25
+	var accepted sync.Map
+	var refused atomic.Int64
+	var cw sync.WaitGroup
+	for c := range clients {
+		cw.Add(1)
+		go func() {
+			defer cw.Done()
+			u := users[c%len(users)]
+			for i := range perClient {
+				r := do(t, "POST", base+"/api/claude/chat", keys[u], map[string]any{
+					"prompt": fmt.Sprintf("client %d request %d", c, i), "model": "sonnet", "max_tokens": 500})
+				switch r.Status {
+				case http.StatusAccepted:
+					accepted.Store(r.json(t)["id"].(string), u)
+				case http.StatusTooManyRequests:
+					require.Equal(t, "quota_exceeded", r.json(t)["error"].(map[string]any)["type"])
+					refused.Add(1)
+				default:
+					t.Errorf("unexpected %d: %s", r.Status, r.Body)
+				}
+			}
+		}()
+	}
+	cw.Wait()
+	n := 0
+	accepted.Range(func(k, v any) bool {
+		j := wait(t, base, keys[v.(string)], k.(string), 60*time.Second)
+		require.Equal(t, "succeeded", j["status"])
+		n++
+		return true
+	})
+	// Settles happen right after each job's write.
+	require.Eventually(t, func() bool {
+		st, err := q.Status(ctx, "u0", "d0")
+		return err == nil && st[len(st)-1].Reserved == 0
+	}, 10*time.Second, 50*time.Millisecond)
+	stop()
+	wg.Wait()
+	t.Logf("%d accepted, %d refused, %d watcher samples, overshoot %d micro-USD", n, refused.Load(), samples.Load(), overshoot.Load())
+	require.Zero(t, overshoot.Load())
+	require.Positive(t, refused.Load(), "the caps were reached")
+
+	tot, err := e.store.LedgerSum(context.Background(), store.LedgerFilter{})
+	require.NoError(t, err)
+	require.EqualValues(t, n, tot.Requests, "one ledger entry per job")
+	st, err := q.Status(context.Background(), "u0", "d0")
+	require.NoError(t, err)
+	for _, s := range st {
+		if s.Scope == quota.ScopeTotal && s.Period == quota.PeriodDaily {
+			require.EqualValues(t, tot.CostMicros, s.Spent, "spent equals the ledger sum exactly")
+			require.Zero(t, s.Reserved)
+		}
+	}
+}
+
+func TestQuotaRefusalSaysWhichBudget(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	base := e.all()
+	key, _ := e.key("alice", "research")
+	admin, _ := e.key("root", "ops", "admin")
+	r := do(t, "PUT", base+"/admin/quotas/user/alice", admin, map[string]any{"daily_usd": "0.001"})
+	require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
+	require.InDelta(t, 0.001, r.json(t)["daily_usd"].(float64), 1e-9)
+	g := do(t, "GET", base+"/admin/quotas/user/alice", admin, nil)
+	require.Equal(t, true, g.json(t)["daily_override"])
+
+	r = do(t, "POST", base+"/api/claude/chat", key, map[string]any{"prompt": "too expensive", "model": "opus", "max_tokens": 4000})
+	require.Equal(t, http.StatusTooManyRequests, r.Status, "%s", r.Body)
+	requireErrorShape(t, r, "quota_exceeded", "user alice")
+	qd := r.json(t)["error"].(map[string]any)["quota"].(map[string]any)
+	require.Equal(t, "user", qd["scope"])
+	require.InDelta(t, 0.001, qd["limit_usd"].(float64), 1e-9)
+	require.NotEmpty(t, r.Header.Get("Retry-After"))
+	require.EqualValues(t, 0, e.sim.Stats().Requests)
+}

@@ -1,0 +1,81 @@
+package task
+
+import (
+	"context"
+	"time"
+
+	"github.com/claudeq/claudeq/internal/claudeq"
+	"github.com/claudeq/claudeq/internal/pricing"
+	"github.com/claudeq/claudeq/internal/quota"
+	"github.com/claudeq/claudeq/internal/store"
+)
+
+// Quota is the budget side of a job: its reservation, made at submit, is
+// settled to the real cost or released.
+type Quota interface {
+	Hold(ctx context.Context, jobID string) (quota.Hold, error)
+	Settle(ctx context.Context, jobID string, actual quota.Micros) error
+	Release(ctx context.Context, jobID string) error
+	Day(t time.Time) string
+}
+
+// Pricer prices real usage.
+type Pricer interface {
+	Cost(model string, u claudeq.Usage, batch bool, at time.Time) (pricing.Micros, pricing.Priced, error)
+}
+
+// bill prices a succeeded job and returns its ledger entry (nil without
+// pricing). The entry lands on the day its reservation was made, so a job
+// reserved at 23:59:59 and finished after midnight is billed to that day.
+func (h *JobHandler) bill(ctx context.Context, p *JobPayload, j *claudeq.Job, requested string) (*store.LedgerEntry, error) {
+	if h.Pricing == nil || j.Usage == nil {
+		return nil, nil
+	}
+	cost, priced, err := h.Pricing.Cost(j.Model, *j.Usage, false, *j.FinishedAt)
+	if err != nil && requested != "" && requested != j.Model {
+		cost, priced, err = h.Pricing.Cost(requested, *j.Usage, false, *j.FinishedAt)
+	}
+	if err != nil {
+		// The api accepted the model, so a price must exist; never bill zero
+		// silently: retry later (an operator can fix the price table).
+		return nil, err
+	}
+	j.CostMicros = int64(cost)
+	day := ""
+	if h.Quota != nil {
+		if hold, err := h.Quota.Hold(ctx, p.ID); err == nil {
+			day = hold.Day
+		} else if claudeq.ErrorKind(err) != claudeq.KindNotFound {
+			return nil, Infra(err)
+		}
+		if day == "" {
+			day = h.Quota.Day(p.CreatedAt)
+		}
+	}
+	e := &store.LedgerEntry{ID: p.ID, JobID: p.ID, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID,
+		Model: j.Model, Usage: *j.Usage, CostMicros: int64(cost), Day: day, At: *j.FinishedAt}
+	if priced.Fallback || priced.Model != j.Model {
+		e.PricedAs = priced.Model
+	}
+	return e, nil
+}
+
+// settle closes a finished job's reservation: to its cost when it
+// succeeded, released otherwise. Idempotent, so a re-run calls it again.
+func (h *JobHandler) settle(ctx context.Context, j *claudeq.Job) error {
+	if h.Quota == nil {
+		return nil
+	}
+	var err error
+	if j.Status == claudeq.StatusSucceeded {
+		err = h.Quota.Settle(ctx, j.ID, quota.Micros(j.CostMicros))
+	} else {
+		err = h.Quota.Release(ctx, j.ID)
+	}
+	if err != nil {
+		return Infra(err)
+	}
+	return nil
+}
+
+func quotaMicros(m int64) quota.Micros { return quota.Micros(m) }
