@@ -17,6 +17,7 @@ import (
 	"github.com/claudeq/claudeq/internal/api"
 	"github.com/claudeq/claudeq/internal/apikey"
 	"github.com/claudeq/claudeq/internal/app"
+	"github.com/claudeq/claudeq/internal/audit"
 	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/config"
 	"github.com/claudeq/claudeq/internal/store"
@@ -95,7 +96,7 @@ func keysCmd(getenv func(string) string) *cobra.Command {
 			fmt.Fprintf(c.OutOrStdout(), "%s\n", key)
 			fmt.Fprintf(c.ErrOrStderr(), "created %s for user %q (department %q, tier %q, scopes %s); the key is shown only this once\n",
 				k.ID, k.UserID, k.Department, k.Tier, strings.Join(k.Scopes, ","))
-			return nil
+			return auditCLI(c.Context(), getenv, s, audit.ActionKeyCreated, k.ID)
 		},
 	}
 	create.Flags().StringVar(&user, "user", "", "user id the key acts as (required)")
@@ -150,7 +151,7 @@ func keysCmd(getenv func(string) string) *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(c.OutOrStdout(), "revoked %s\n", args[0])
-			return nil
+			return auditCLI(c.Context(), getenv, s, audit.ActionKeyRevoked, args[0])
 		},
 	}
 	var grace time.Duration
@@ -173,10 +174,10 @@ func keysCmd(getenv func(string) string) *cobra.Command {
 			fmt.Fprintf(c.OutOrStdout(), "%s\n", key)
 			fmt.Fprintf(c.ErrOrStderr(), "created %s replacing %s, which stops working at %s; the key is shown only this once\n",
 				id, args[0], now.Add(grace).UTC().Format(time.RFC3339))
-			return nil
+			return auditCLI(c.Context(), getenv, s, audit.ActionKeyRotated, args[0]+" -> "+id)
 		},
 	}
 	rotate.Flags().DurationVar(&grace, "grace", api.DefaultRotationGrace, "how long the old key keeps working")
-	cmd.AddCommand(create, list, revoke, rotate)
+	cmd.AddCommand(create, list, revoke, rotate, rotateDataKeyCmd(getenv))
 	return cmd
 }

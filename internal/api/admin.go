@@ -9,7 +9,9 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/claudeq/claudeq/internal/apikey"
+	"github.com/claudeq/claudeq/internal/audit"
 	"github.com/claudeq/claudeq/internal/claudeq"
+	"github.com/claudeq/claudeq/internal/policy"
 	"github.com/claudeq/claudeq/internal/store"
 )
 
@@ -48,6 +50,9 @@ type createKeyBody struct {
 	Name       string   `json:"name"`
 	Scopes     []string `json:"scopes"`
 	ExpiresIn  string   `json:"expires_in"`
+	// PolicyAction overrides the content policy for this key: block,
+	// redact or allow.
+	PolicyAction string `json:"policy_action"`
 }
 
 // NewKey validates the attributes of a key to create and returns it with
@@ -93,9 +98,17 @@ func (s *Server) createKey(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	if b.PolicyAction != "" {
+		a, err := policy.ParseAction(b.PolicyAction)
+		if err != nil {
+			return claudeq.Errorf(claudeq.KindInvalidRequest, "policy_action: block, redact or allow")
+		}
+		k.PolicyAction = string(a)
+	}
 	if err := s.st.CreateKey(c.Request().Context(), k); err != nil {
 		return err
 	}
+	s.auditAdmin(c, audit.ActionKeyCreated, k.ID)
 	s.log.Info("admin: key created", "key_id", k.ID, "user_id", k.UserID, "by", principalOf(c).KeyID)
 	return c.JSON(http.StatusCreated, map[string]any{"key": key, "data": k})
 }
@@ -105,6 +118,7 @@ func (s *Server) revokeKey(c echo.Context) error {
 	if err := s.st.RevokeKey(c.Request().Context(), id, s.now().UTC()); err != nil {
 		return err
 	}
+	s.auditAdmin(c, audit.ActionKeyRevoked, id)
 	s.log.Info("admin: key revoked", "key_id", id, "by", principalOf(c).KeyID)
 	k, err := s.st.Key(c.Request().Context(), id)
 	if err != nil {
@@ -129,6 +143,7 @@ func (s *Server) rotateKey(c echo.Context) error {
 	if err := s.st.RotateKey(c.Request().Context(), id, next, now.Add(grace).UTC()); err != nil {
 		return err
 	}
+	s.auditAdmin(c, audit.ActionKeyRotated, id+" -> "+newID)
 	s.log.Info("admin: key rotated", "key_id", id, "new_key_id", newID, "grace", grace, "by", principalOf(c).KeyID)
 	k, err := s.st.Key(c.Request().Context(), newID)
 	if err != nil {

@@ -93,22 +93,31 @@ func (s *Server) auth(scope string) echo.MiddlewareFunc {
 			if err != nil {
 				return err
 			}
-			p, err := s.principal(c.Request().Context(), key)
+			v, err := s.lookup(c.Request().Context(), key)
+			// Set before the checks, so that a 403 (and the use of a
+			// revoked or expired key) is audited with the caller.
+			if v.p.KeyID != "" {
+				c.Set("principal", v.p)
+			}
 			if err != nil {
 				return err
 			}
-			if !p.Has(scope) {
+			c.Set(ctxKeyPolicy, v.key.PolicyAction)
+			if !v.p.Has(scope) {
 				return claudeq.Errorf(claudeq.KindPermission, "this API key lacks the %q scope", scope)
 			}
-			c.Set("principal", p)
 			return next(c)
 		}
 	}
 }
 
-func (s *Server) principal(ctx context.Context, key string) (claudeq.Principal, error) {
+// lookup returns the usable key behind a secret: a KindAuthentication error
+// for a malformed, unknown, revoked or expired key (with the key itself in
+// the last two cases, for the audit log), KindUnavailable when the store
+// cannot be asked.
+func (s *Server) lookup(ctx context.Context, key string) (cachedKey, error) {
 	if !apikey.WellFormed(key) {
-		return claudeq.Principal{}, claudeq.Errorf(claudeq.KindAuthentication, "invalid API key")
+		return cachedKey{}, claudeq.Errorf(claudeq.KindAuthentication, "invalid API key")
 	}
 	h := apikey.Hash(key)
 	now := s.now()
@@ -117,9 +126,9 @@ func (s *Server) principal(ctx context.Context, key string) (claudeq.Principal, 
 		k, err := s.st.KeyByHash(ctx, h)
 		if err != nil {
 			if claudeq.ErrorKind(err) == claudeq.KindNotFound {
-				return claudeq.Principal{}, claudeq.Errorf(claudeq.KindAuthentication, "invalid API key")
+				return cachedKey{}, claudeq.Errorf(claudeq.KindAuthentication, "invalid API key")
 			}
-			return claudeq.Principal{}, &claudeq.Error{Kind: claudeq.KindUnavailable, Op: "api.auth", Msg: "cannot check API keys right now, try again", Err: err}
+			return cachedKey{}, &claudeq.Error{Kind: claudeq.KindUnavailable, Op: "api.auth", Msg: "cannot check API keys right now, try again", Err: err}
 		}
 		v = cachedKey{p: k.Principal(), hash: k.Hash, key: k}
 		s.keys.put(h, v, now)
@@ -127,13 +136,13 @@ func (s *Server) principal(ctx context.Context, key string) (claudeq.Principal, 
 	// The lookup went by hash; compare again in constant time so that no
 	// code path compares secrets byte by byte.
 	if subtle.ConstantTimeCompare([]byte(v.hash), []byte(h)) != 1 {
-		return claudeq.Principal{}, claudeq.Errorf(claudeq.KindAuthentication, "invalid API key")
+		return cachedKey{}, claudeq.Errorf(claudeq.KindAuthentication, "invalid API key")
 	}
 	if why := v.key.Usable(now); why != "" {
-		return claudeq.Principal{}, claudeq.Errorf(claudeq.KindAuthentication, "API key %s", why)
+		return v, claudeq.Errorf(claudeq.KindAuthentication, "API key %s", why)
 	}
 	s.used.touch(v.p.KeyID, now)
-	return v.p, nil
+	return v, nil
 }
 
 // lastUsed collects when keys were used, for a periodic flush to the store

@@ -74,6 +74,9 @@ type Deps struct {
 	Webhooks Webhooks
 	Fleet    Fleet
 	Money    Money
+	// Security: hardening, rate limits, content policy (d.Policy), audit
+	// (d.Audit) and metrics (d.Metrics); see security.go.
+	Security
 }
 
 // Fleet reports the upstream nodes' health.
@@ -97,6 +100,9 @@ type Server struct {
 	fl     Fleet
 	money  Money
 	ledger Ledger
+
+	// s.policy, s.metrics, s.limiter, s.auditLog …: security.go
+	hardening
 }
 
 // New returns the api with its routes.
@@ -124,11 +130,12 @@ func New(d Deps) *Server {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.errorHandler
-	e.Use(s.requestID, s.recover)
+	s.hardening = newHardening(d.Security)
+	s.use(e) // metrics, request id, security headers, CORS, audit, recover, no keys in URLs: security.go
 	s.e = e
 
 	e.GET("/api/claude/health", s.health)
-	g := e.Group("/api/claude", s.auth(claudeq.ScopeJobs))
+	g := e.Group("/api/claude", s.limitIP, s.auth(claudeq.ScopeJobs), s.limitKey)
 	g.POST("/chat", s.chat)
 	g.POST("/analyze", s.analyze)
 	g.GET("/jobs/:id", s.getJob)
@@ -151,6 +158,7 @@ func New(d Deps) *Server {
 	ad.GET("/usage", s.adminUsage)
 	ad.GET("/quotas/:scope/:id", s.getLimit)
 	ad.PUT("/quotas/:scope/:id", s.putLimit)
+	s.mountOps(e) // /metrics, /livez, /readyz, /admin/audit/verify: security.go
 	return s
 }
 

@@ -61,6 +61,9 @@ type App struct {
 	bgOff    context.CancelFunc
 	bgWG     chan struct{}
 	API      *api.Server
+
+	// a.Metrics, a.Registry, a.Audit, a.AuditChain …: security.go
+	security
 }
 
 // Start connects to Redis and MongoDB and starts the requested roles.
@@ -106,6 +109,9 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 	a.Store = store.New(db)
 	if err := a.Store.EnsureIndexes(pctx); err != nil {
 		return nil, fmt.Errorf("mongodb at CLAUDEQ_MONGO_URI: %w", err)
+	}
+	if err := a.initSecurity(pctx, o); err != nil { // encryption, metrics, audit, limits, policy: security.go
+		return nil, err
 	}
 	a.Queue = queue.New(a.rdb)
 	money, err := newMoney(cfg, a.rdb, o.Now)
@@ -162,6 +168,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 		mux.Handle(task.TypeReconcile, &task.ReconcileHandler{Queue: a.Queue, Store: a.Store, Now: o.Now, Logger: o.Logger,
 			Quota: a.Money.Quota, StaleAfter: cfg.QuotaReconcileAfter})
 		mux.Handle(task.TypeProbe, &task.ProbeHandler{Fleet: a.Fleet, Logger: o.Logger})
+		mux.Handle(TypeAuditAnchor, a.auditAnchor(o))
 		a.srv = queue.NewServer(a.rdb, queue.ServerOptions{
 			Concurrency: cfg.WorkerConcurrency, TaskCheckInterval: cfg.TaskCheckInterval,
 			DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval, ShutdownTimeout: cfg.ShutdownTimeout,
@@ -195,7 +202,11 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 			Webhooks: api.Webhooks{Policy: cfg.WebhookAllow, Secrets: secrets, Notifier: notifier, Grace: cfg.WebhookSecretGrace},
 			Fleet:    a.Fleet,
 			Money:    a.Money,
+			Security: a.apiSecurity(),
 		})
+		if err := a.mountMonitor(o); err != nil {
+			return nil, err
+		}
 		a.ln, err = net.Listen("tcp", cfg.HTTPAddr)
 		if err != nil {
 			return nil, fmt.Errorf("CLAUDEQ_HTTP_ADDR: %w", err)
@@ -234,6 +245,9 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 			}
 		}()
 		o.Logger.Info("api listening", "addr", a.ln.Addr().String())
+	}
+	if err := a.startAdmin(o); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
@@ -277,6 +291,7 @@ func (a *App) schedule(ctx context.Context, now func() time.Time) {
 	entries := []periodic{
 		{typ: task.TypeRetention, every: a.cfg.RetentionInterval},
 		{typ: task.TypeReconcile, every: a.cfg.ReconcileInterval},
+		{typ: TypeAuditAnchor, every: a.cfg.AuditAnchorInterval},
 	}
 	for _, n := range a.Fleet.Names() {
 		b, _ := json.Marshal(task.ProbePayload{Node: n})
@@ -346,6 +361,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 	if a.commit != nil {
 		a.commit.Close()
 	}
+	a.stopSecurity(ctx) // admin listener, monitor, audit writer: security.go
 	if a.crdb != nil && a.crdb != a.rdb {
 		_ = a.crdb.Close()
 	}

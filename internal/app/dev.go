@@ -53,6 +53,12 @@ func RunDev(ctx context.Context, getenv func(string) string, stdout, stderr io.W
 			return "warn"
 		case "CLAUDEQ_WEBHOOK_ALLOW":
 			return "http://127.0.0.1,http://[::1]"
+		// One machine, one user (and claudeq loadtest): rate limits off
+		// unless set.
+		case "CLAUDEQ_RATELIMIT_IP":
+			return "off"
+		case "CLAUDEQ_RATELIMIT_TIERS":
+			return "standard=0/0"
 		}
 		return ""
 	}
@@ -108,6 +114,10 @@ func RunDev(ctx context.Context, getenv func(string) string, stdout, stderr io.W
 		cfg.UpstreamAPIKey = "sim"
 		upstreamNote = "upstream: the built-in SIMULATOR at " + cfg.UpstreamURL + " (set CLAUDEQ_UPSTREAM_API_KEY to call Claude)"
 	}
+	securityNote, err := devSecurity(&cfg)
+	if err != nil {
+		return err
+	}
 	key, err := devKey(cfg)
 	if err != nil {
 		return err
@@ -142,6 +152,7 @@ func RunDev(ctx context.Context, getenv func(string) string, stdout, stderr io.W
   api:      %s
   data:     %s
   %s
+  %s
   API key (user "dev", every scope, admin included):
     %s
 
@@ -149,7 +160,7 @@ Try it:
   curl -s %s/api/claude/chat -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{"prompt":"Say hello","model":"haiku"}'
   curl -s %s/api/claude/jobs/<id from above> -H 'Authorization: Bearer %s'
 Stop with Ctrl-C; queued jobs and results are kept in %s.
-`, info.API, cfg.DataDir, upstreamNote, key, info.API, key, info.API, key, cfg.DataDir)
+`, info.API, cfg.DataDir, upstreamNote, securityNote, key, info.API, key, info.API, key, cfg.DataDir)
 	if ready != nil {
 		ready(a)
 	}

@@ -30,6 +30,7 @@ func (e *testEnv) withNodes(n int, cfg sim.Config) ([]*sim.Server, string) {
 		go func() { _ = hs.Serve(ln) }()
 		e.t.Cleanup(func() { _ = hs.Close() })
 		sims = append(sims, s)
+		e.sims = append(e.sims, s)
 		fmt.Fprintf(&b, "  - name: node%d\n    url: http://%s\n    api_key: ${SIM_KEY}\n    weight: 1\n", i, ln.Addr())
 	}
 	path := filepath.Join(e.t.TempDir(), "nodes.yaml")
@@ -76,4 +77,13 @@ func TestFleetRoutesAroundAFailingNode(t *testing.T) {
 	h := do(t, "GET", base+"/api/claude/health", "", nil).json(t)
 	require.Equal(t, "degraded", h["status"])
 	require.EqualValues(t, n, e.count("jobs", bson.D{{Key: "status", Value: "succeeded"}}))
+}
+
+// totalSimRequests counts the /v1/messages calls of every simulator.
+func (e *testEnv) totalSimRequests() int64 {
+	n := e.sim.Stats().Requests
+	for _, s := range e.sims {
+		n += s.Stats().Requests
+	}
+	return n
 }

@@ -30,17 +30,24 @@ import (
 // testEnv is one isolated installation: its own redis-server, its own
 // database on the MongoDB-wire server, its own simulated upstream.
 type testEnv struct {
-	t       *testing.T
-	redis   *redistest.Server
-	db      *mongo.Database
-	store   *store.Store
-	sim     *sim.Server
-	simURL  string
-	env     map[string]string
-	mongoSv *mongotest.Server
+	t         *testing.T
+	redis     *redistest.Server
+	db        *mongo.Database
+	store     *store.Store
+	sim       *sim.Server
+	simURL    string
+	env       map[string]string
+	mongoSv   *mongotest.Server
+	redisOpts []redistest.Option
+	sims      []*sim.Server // extra nodes (withNodes)
 }
 
 type envOption func(*testEnv)
+
+// withRedis passes options to the env's redis-server.
+func withRedis(opts ...redistest.Option) envOption {
+	return func(e *testEnv) { e.redisOpts = append(e.redisOpts, opts...) }
+}
 
 // withOwnMongo gives the env a MongoDB-wire server of its own that the test
 // can stop and start.
@@ -50,10 +57,11 @@ func withOwnMongo() envOption {
 
 func newEnv(t *testing.T, opts ...envOption) *testEnv {
 	t.Helper()
-	e := &testEnv{t: t, redis: redistest.New(t)}
+	e := &testEnv{t: t}
 	for _, o := range opts {
 		o(e)
 	}
+	e.redis = redistest.New(t, e.redisOpts...)
 	uri := ""
 	if e.mongoSv != nil {
 		uri = e.mongoSv.URI()
@@ -88,6 +96,10 @@ func newEnv(t *testing.T, opts ...envOption) *testEnv {
 		"CLAUDEQ_DELAYED_TASK_CHECK_INTERVAL": "200ms",
 		"CLAUDEQ_SHUTDOWN_TIMEOUT":            "10s",
 		"CLAUDEQ_LOG_LEVEL":                   "warn",
+		// Load-bearing tests send more than a key's default rate; the rate
+		// limit tests set their own.
+		"CLAUDEQ_RATELIMIT_TIERS": "standard=0/0",
+		"CLAUDEQ_RATELIMIT_IP":    "off",
 	}
 	return e
 }

@@ -166,7 +166,7 @@ func (s *Store) write(ctx context.Context, recs []Record) []error {
 	for i, r := range recs {
 		// An insert, not an upsert: the first terminal record of a job wins
 		// and a re-run cannot overwrite it.
-		jobModels = append(jobModels, mongo.NewInsertOneModel().SetDocument(jobDoc(r.Job)))
+		jobModels = append(jobModels, mongo.NewInsertOneModel().SetDocument(s.sealJob(jobDoc(r.Job))))
 		jobIdx = append(jobIdx, i)
 		if r.Turn != nil && errs[i] == nil {
 			if r.Turn.Rerun && r.Turn.SessionID != "" {
@@ -179,7 +179,7 @@ func (s *Store) write(ctx context.Context, recs []Record) []error {
 					continue
 				}
 			}
-			convModels = append(convModels, turnModel(r.Turn))
+			convModels = append(convModels, turnModel(s.sealTurn(r.Turn)))
 			convIdx = append(convIdx, i)
 		}
 	}

@@ -63,5 +63,8 @@ func (s *Store) Conversations(ctx context.Context, filter bson.D) ([]Conversatio
 	if err := cur.All(ctx, &out); err != nil {
 		return nil, err
 	}
+	if err := s.openConversations(out); err != nil {
+		return nil, err
+	}
 	return out, nil
 }

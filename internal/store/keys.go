@@ -29,6 +29,10 @@ type APIKey struct {
 	ExpiresAt  *time.Time `bson:"expires_at,omitempty" json:"expires_at,omitempty"`
 	RotatedTo  string     `bson:"rotated_to,omitempty" json:"rotated_to,omitempty"`
 	LastUsedAt *time.Time `bson:"last_used_at,omitempty" json:"last_used_at,omitempty"`
+	// PolicyAction overrides the content policy's action for this key:
+	// block, redact or allow; empty means the department's, else the
+	// default (CLAUDEQ_POLICY_ACTION).
+	PolicyAction string `bson:"policy_action,omitempty" json:"policy_action,omitempty"`
 }
 
 // Usable says why k cannot be used at t ("revoked", "expired"), or "".
@@ -96,6 +100,7 @@ func (s *Store) RotateKey(ctx context.Context, oldID string, next APIKey, graceE
 		return claudeq.Errorf(claudeq.KindConflict, "key %s is %s", oldID, why)
 	}
 	next.UserID, next.Department, next.Tier, next.Scopes = old.UserID, old.Department, old.Tier, old.Scopes
+	next.PolicyAction = old.PolicyAction
 	if next.Name == "" {
 		next.Name = old.Name
 	}

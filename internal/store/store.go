@@ -17,6 +17,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/claudeq/claudeq/internal/claudeq"
+	"github.com/claudeq/claudeq/internal/crypt"
 )
 
 // Store reads and writes the durable state.
@@ -25,6 +26,7 @@ type Store struct {
 	jobs  *mongo.Collection
 	convs *mongo.Collection
 	keys  *mongo.Collection
+	ring  *crypt.Ring // encrypts results and messages at rest; nil: plaintext (crypt.go)
 }
 
 // New returns a store over db.
@@ -82,8 +84,8 @@ func (s *Store) Job(ctx context.Context, id string) (*claudeq.Job, error) {
 	if err != nil {
 		return nil, &claudeq.Error{Kind: claudeq.KindUnavailable, Op: "store.Job", Msg: "job store unavailable", Err: err}
 	}
-	if j.ResultJSON != "" {
-		j.Result = []byte(j.ResultJSON)
+	if err := s.openJob(&j); err != nil {
+		return nil, err
 	}
 	j.CreatedAt, j.StartedAt, j.FinishedAt = utc(j.CreatedAt), utcp(j.StartedAt), utcp(j.FinishedAt)
 	return &j, nil
