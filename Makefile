@@ -13,8 +13,8 @@ run: ## Run everything in one process (claudeq dev): embedded Redis, FerretDB an
 	@scripts/require-go.sh && $(GO) run ./cmd/claudeq dev
 
 .PHONY: test
-test: ## Run all tests against real servers (installs redis-server if it can)
-	@scripts/require-go.sh && scripts/ensure-redis.sh && $(GO) test -race -timeout 20m ./...
+test: ## Run all tests against real servers (installs redis-server, chromium and promtool if it can)
+	@scripts/require-go.sh && scripts/ensure-redis.sh && scripts/ensure-chromium.sh && scripts/ensure-promtool.sh && $(GO) test -race -timeout 20m ./...
 
 .PHONY: bench
 bench: ## Measure the job path and write docs/benchmarks.md

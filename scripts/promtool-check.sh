@@ -2,23 +2,11 @@
 # Validates deployments/prometheus with promtool: the alerting rules parse
 # (check rules), behave as their unit tests say (test rules), and
 # prometheus.yml is a valid configuration (check config). Installs Debian's
-# prometheus package (which ships promtool) when promtool is missing.
+# prometheus package (which ships promtool) when promtool is missing
+# (scripts/ensure-promtool.sh). go test runs it too (deployments).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v promtool >/dev/null 2>&1; then
-  if command -v apt-get >/dev/null 2>&1; then
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
-    echo "promtool not found: installing Debian's prometheus package" >&2
-    $sudo apt-get update -qq >/dev/null
-    # policy-rc.d keeps the package from starting a Prometheus server.
-    $sudo env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  fi
-fi
-if ! command -v promtool >/dev/null 2>&1; then
-  echo "promtool not found and could not be installed: install Prometheus' promtool (e.g. 'apt-get install prometheus') and rerun" >&2
-  exit 1
-fi
+CLAUDEQ_REQUIRE_INTEGRATION=1 scripts/ensure-promtool.sh
 dir=deployments/prometheus
 promtool --version 2>&1 | head -n1
 promtool check rules "$dir/alerts.yaml"

@@ -36,6 +36,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	root.SetErr(stderr)
 	root.AddCommand(devCmd(getenv), keysCmd(getenv))
 	root.AddCommand(auditCmd(getenv))
+	root.AddCommand(quotaCmd(getenv))
 	root.AddCommand(loadtestCmd(getenv))
 	return root.ExecuteContext(ctx)
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/claudeq/claudeq/internal/apikey"
 	"github.com/claudeq/claudeq/internal/config"
 	"github.com/claudeq/claudeq/internal/mongotest"
+	"github.com/claudeq/claudeq/internal/redistest"
 	"github.com/claudeq/claudeq/internal/store"
 )
 
@@ -88,4 +90,36 @@ func TestKeysNeedAStore(t *testing.T) {
 	var out, errb bytes.Buffer
 	err := run(context.Background(), []string{"keys", "list"}, config.Map(map[string]string{"CLAUDEQ_DATA_DIR": t.TempDir()}), &out, &errb)
 	require.ErrorContains(t, err, "set CLAUDEQ_MONGO_URI, or start `claudeq dev`")
+}
+
+func TestQuotaSetShowRebuild(t *testing.T) {
+	t.Parallel()
+	db := mongotest.DB(t)
+	rs := redistest.New(t)
+	env := config.Map(map[string]string{"CLAUDEQ_MONGO_URI": mongotest.URI(t), "CLAUDEQ_MONGO_DATABASE": db.Name(), "CLAUDEQ_REDIS_URL": rs.URL()})
+	cli := func(args ...string) (string, error) {
+		var out, errb bytes.Buffer
+		err := run(context.Background(), args, env, &out, &errb)
+		return out.String() + errb.String(), err
+	}
+	out, err := cli("quota", "set", "user", "alice", "--daily-usd", "25")
+	require.NoError(t, err)
+	require.Contains(t, out, "user alice: daily $25.00")
+	_, err = cli("quota", "set", "user", "alice", "--monthly-usd", "5")
+	require.ErrorContains(t, err, "only the total budget")
+
+	// The ledger says alice spent $1.50 today; rebuild the counters from it.
+	today := time.Now().UTC().Format(time.DateOnly)
+	for i, c := range []int64{1_000_000, 500_000} {
+		_, err := db.Collection("ledger").InsertOne(context.Background(), store.LedgerEntry{
+			ID: fmt.Sprintf("job_%d", i), JobID: fmt.Sprintf("job_%d", i), UserID: "alice", Department: "research",
+			Model: "claude-sonnet-5-5", CostMicros: c, Day: today, At: time.Now()})
+		require.NoError(t, err)
+	}
+	out, err = cli("quota", "rebuild", "--day", today)
+	require.NoError(t, err, out)
+	require.Contains(t, out, "1 users, $1.50 spent")
+	out, err = cli("quota", "show", "--user", "alice", "--department", "research")
+	require.NoError(t, err)
+	require.Regexp(t, `user\s+daily\s+alice\s+\$25.00\s+\$1.50\s+\$0.00\s+\$23.50`, out)
 }

@@ -53,6 +53,13 @@ type createKeyBody struct {
 	// PolicyAction overrides the content policy for this key: block,
 	// redact or allow.
 	PolicyAction string `json:"policy_action"`
+	// RequestsPerDay caps the key's submits per quota day (0 = no cap).
+	RequestsPerDay int `json:"requests_per_day"`
+	// OnQuota is "refuse" (default) or "defer": park over-budget jobs until
+	// the budget resets.
+	OnQuota string `json:"on_quota"`
+	// WebhookURL is the default webhook of the key's jobs.
+	WebhookURL string `json:"webhook_url"`
 }
 
 // NewKey validates the attributes of a key to create and returns it with
@@ -105,6 +112,20 @@ func (s *Server) createKey(c echo.Context) error {
 		}
 		k.PolicyAction = string(a)
 	}
+	if b.RequestsPerDay < 0 {
+		return claudeq.Errorf(claudeq.KindInvalidRequest, "requests_per_day: 0 (no cap) or more")
+	}
+	switch b.OnQuota {
+	case "", "refuse", "defer":
+	default:
+		return claudeq.Errorf(claudeq.KindInvalidRequest, "on_quota: refuse or defer")
+	}
+	if b.WebhookURL != "" {
+		if err := s.wh.Policy.CheckURL(b.WebhookURL); err != nil {
+			return err
+		}
+	}
+	k.RequestsPerDay, k.OnQuota, k.WebhookURL = b.RequestsPerDay, b.OnQuota, b.WebhookURL
 	if err := s.st.CreateKey(c.Request().Context(), k); err != nil {
 		return err
 	}

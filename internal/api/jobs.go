@@ -16,6 +16,7 @@ import (
 	"github.com/claudeq/claudeq/internal/cache"
 	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/queue"
+	"github.com/claudeq/claudeq/internal/quota"
 	"github.com/claudeq/claudeq/internal/task"
 )
 
@@ -192,6 +193,9 @@ func (s *Server) analyze(c echo.Context) error {
 
 // submit answers from the cache or queues the job.
 func (s *Server) submit(c echo.Context, spec jobSpec) error {
+	if spec.webhook == "" {
+		spec.webhook = principalOf(c).WebhookURL // the key's default webhook
+	}
 	if err := checkSession(spec.sessionID); err != nil {
 		return err
 	}
@@ -230,6 +234,11 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 		}
 	}
 
+	if p.RequestsPerDay > 0 && s.money.Quota != nil {
+		if err := s.money.Quota.CountRequest(ctx, p.KeyID, p.RequestsPerDay); err != nil {
+			return err
+		}
+	}
 	read, write := cacheModes(spec.cacheBody, c.Request().Header.Get("Cache-Control"))
 	if spec.webhook != "" {
 		read = false // a job with a webhook always runs, so that its event is sent
@@ -257,22 +266,36 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 	if err != nil {
 		return err
 	}
+	var deferUntil time.Time
 	if err := s.reserve(ctx, p, id, cost); err != nil {
-		return err
+		var ex *quota.Exceeded
+		if p.OnQuota != "defer" || !errors.As(err, &ex) {
+			return err
+		}
+		// The key parks over-budget jobs until the budget resets; the
+		// worker reserves then.
+		deferUntil = ex.ResetsAt
 	}
 	payload, err := json.Marshal(task.JobPayload{
 		ID: id, Kind: spec.kind, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID,
 		SessionID: spec.sessionID, Metadata: spec.metadata, Request: body, RequestHash: reqHash,
 		CacheKey: cacheKey, CreatedAt: now, WebhookURL: spec.webhook, FallbackModels: s.fallbacks(spec),
-		RouteReason: spec.routeReason,
+		RouteReason: spec.routeReason, Deferred: !deferUntil.IsZero(), EstimateMicros: int64(cost),
 	})
 	if err != nil {
 		return err
 	}
+	opts := []asynq.Option{asynq.MaxRetry(s.opt.JobMaxRetries), asynq.Timeout(s.opt.JobTimeout)}
+	ttl := s.opt.JobStateTTL
+	if !deferUntil.IsZero() {
+		// asynq keeps whole seconds: a second late rather than early.
+		opts = append(opts, asynq.ProcessAt(deferUntil.Add(time.Second)))
+		ttl += time.Until(deferUntil)
+		c.Response().Header().Set("X-Claudeq-Deferred-Until", deferUntil.UTC().Format(time.RFC3339))
+	}
 	st, err := s.q.Submit(ctx, queue.Submission{
 		State:   queue.State{ID: id, UserID: p.UserID, Kind: spec.kind, Model: spec.req.Model, RequestHash: reqHash, CreatedAt: now},
-		Payload: payload, TTL: s.opt.JobStateTTL,
-		Options: []asynq.Option{asynq.MaxRetry(s.opt.JobMaxRetries), asynq.Timeout(s.opt.JobTimeout)},
+		Payload: payload, TTL: ttl, Options: opts,
 	})
 	if errors.Is(err, queue.ErrExists) {
 		return s.replay(c, st, reqHash)

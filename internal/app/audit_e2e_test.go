@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -180,4 +181,41 @@ func TestEncryptionAtRestEndToEnd(t *testing.T) {
 	// required.
 	err = app.Run(context.Background(), app.Roles{API: true}, e.getenv("CLAUDEQ_ENCRYPTION_REQUIRED", "1"), io.Discard, nil)
 	require.ErrorContains(t, err, "CLAUDEQ_ENCRYPTION_KEYS is empty")
+}
+
+func TestDevModeEncryptsAuditsAndCanLimit(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	env := map[string]string{"CLAUDEQ_DATA_DIR": dir, "CLAUDEQ_HTTP_ADDR": "127.0.0.1:0", "CLAUDEQ_RATELIMIT_IP": "6/1m"}
+	base, out, stop := runDev(t, env)
+	require.Contains(t, out.String(), "encryption at rest: generated a key in "+filepath.Join(dir, crypt.DevKeyFile))
+	fi, err := os.Stat(filepath.Join(dir, crypt.DevKeyFile))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	key := keyLine.FindStringSubmatch(out.String())[1]
+
+	id := submit(t, base, key, map[string]any{"prompt": "dev secret", "cache": false})
+	var j map[string]any
+	require.Eventually(t, func() bool {
+		r := do(t, "GET", base+"/api/claude/jobs/"+id, key, nil)
+		j = r.json(t)
+		return r.Status == http.StatusOK && j["status"] == "succeeded"
+	}, 20*time.Second, 500*time.Millisecond)
+	var rep map[string]any
+	require.Eventually(t, func() bool {
+		rep = do(t, "GET", base+"/admin/audit/verify", key, nil).json(t)
+		return rep["ok"] == true && rep["report"].(map[string]any)["checked"].(float64) >= 2
+	}, 10*time.Second, 500*time.Millisecond, "%v", rep)
+	// The embedded Redis runs the rate limiter's Lua too.
+	var last response
+	for range 6 {
+		last = do(t, "GET", base+"/api/claude/jobs/"+id, key, nil)
+	}
+	require.Equal(t, http.StatusTooManyRequests, last.Status, "%s", last.Body)
+	stop()
+
+	delete(env, "CLAUDEQ_RATELIMIT_IP") // the bucket is in the Redis snapshot
+	base, out, _ = runDev(t, env)
+	require.Contains(t, out.String(), "encryption at rest: key from")
+	require.Equal(t, j["text"], do(t, "GET", base+"/api/claude/jobs/"+id, key, nil).json(t)["text"])
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -282,4 +283,9 @@ func (l *lockedWriter) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.String()
+}
+
+func asynqInspector(t *testing.T, e *testEnv) *asynq.Inspector {
+	t.Helper()
+	return asynq.NewInspectorFromRedisClient(e.redis.Client(t))
 }

@@ -195,3 +195,54 @@ func TestQuotaRefusalSaysWhichBudget(t *testing.T) {
 	require.NotEmpty(t, r.Header.Get("Retry-After"))
 	require.EqualValues(t, 0, e.sim.Stats().Requests)
 }
+
+func TestKeyOptionsDeferRequestsPerDayAndDefaultWebhook(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	base := e.all()
+	admin, _ := e.key("root", "ops", "admin")
+	mk := func(body map[string]any) string {
+		r := do(t, "POST", base+"/admin/keys", admin, body)
+		require.Equal(t, http.StatusCreated, r.Status, "%s", r.Body)
+		return r.json(t)["key"].(string)
+	}
+
+	// requests_per_day caps submits per quota day.
+	capped := mk(map[string]any{"user_id": "cap", "department": "d", "requests_per_day": 2})
+	submit(t, base, capped, map[string]any{"prompt": "one"})
+	submit(t, base, capped, map[string]any{"prompt": "two"})
+	r := do(t, "POST", base+"/api/claude/chat", capped, map[string]any{"prompt": "three"})
+	require.Equal(t, http.StatusTooManyRequests, r.Status, "%s", r.Body)
+	requireErrorShape(t, r, "quota_exceeded", "")
+
+	// on_quota: defer parks an over-budget job until the budget resets,
+	// and it runs (and is billed) then.
+	deferKey := mk(map[string]any{"user_id": "patient", "department": "d", "on_quota": "defer"})
+	require.Equal(t, http.StatusOK, do(t, "PUT", base+"/admin/quotas/user/patient", admin, map[string]any{"daily_usd": "0.000001"}).Status)
+	r = do(t, "POST", base+"/api/claude/chat", deferKey, map[string]any{"prompt": "when the budget allows"})
+	require.Equal(t, http.StatusAccepted, r.Status, "%s", r.Body)
+	until, err := time.Parse(time.RFC3339, r.Header.Get("X-Claudeq-Deferred-Until"))
+	require.NoError(t, err)
+	require.Equal(t, time.Now().UTC().Truncate(24*time.Hour).Add(24*time.Hour), until.UTC(), "the next UTC midnight")
+	id := r.json(t)["id"].(string)
+	insp := asynqInspector(t, e)
+	info, err := insp.GetTaskInfo("default", id)
+	require.NoError(t, err)
+	require.Equal(t, "scheduled", info.State.String())
+	// Midnight comes early: raise the budget and run the parked job now.
+	require.Equal(t, http.StatusOK, do(t, "PUT", base+"/admin/quotas/user/patient", admin, map[string]any{"daily_usd": "10"}).Status)
+	require.NoError(t, insp.RunTask("default", id))
+	j := wait(t, base, deferKey, id, 15*time.Second)
+	require.Equal(t, "succeeded", j["status"])
+	require.Positive(t, j["cost_usd"].(float64))
+
+	// A key's default webhook is used by its jobs that name none.
+	rcv := newReceiver(t)
+	hookKey := mk(map[string]any{"user_id": "hooked", "department": "d", "webhook_url": "https://hooks.example.com/claudeq"})
+	r = do(t, "POST", base+"/api/claude/chat", hookKey, map[string]any{"prompt": "notify me"})
+	require.Equal(t, http.StatusAccepted, r.Status, "%s", r.Body)
+	j = wait(t, base, hookKey, r.json(t)["id"].(string), 15*time.Second)
+	_ = rcv
+	jr := do(t, "GET", base+"/api/claude/jobs/"+j["id"].(string)+"/webhooks", hookKey, nil).json(t)
+	require.Equal(t, "https://hooks.example.com/claudeq", jr["webhook_url"])
+}

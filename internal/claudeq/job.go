@@ -97,6 +97,13 @@ type Principal struct {
 	Department string
 	Tier       string
 	Scopes     []string
+	// RequestsPerDay caps the key's submits per quota day (0 = no cap).
+	RequestsPerDay int
+	// OnQuota is "defer" to park a job that would exceed a budget until the
+	// budget resets, instead of refusing it.
+	OnQuota string
+	// WebhookURL is the key's default webhook for jobs that name none.
+	WebhookURL string
 }
 
 // Scopes a key can carry.

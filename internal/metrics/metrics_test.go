@@ -506,16 +506,16 @@ var knownLint = []string{
 
 // TestPromtoolCheckMetrics runs `promtool check metrics` (Prometheus' own
 // linter) on a full scrape. promtool comes with Debian's prometheus package
-// (scripts/promtool-check.sh installs it). It is a linter, not a server the
-// code needs, so the test skips without it, even under
-// CLAUDEQ_REQUIRE_INTEGRATION=1, unless CLAUDEQ_REQUIRE_PROMTOOL=1.
+// (scripts/ensure-promtool.sh installs it; make test runs it first). It
+// skips without it, or fails under CLAUDEQ_REQUIRE_INTEGRATION=1 (CI) or
+// CLAUDEQ_REQUIRE_PROMTOOL=1.
 func TestPromtoolCheckMetrics(t *testing.T) {
 	t.Parallel()
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
 		const msg = "promtool not on PATH (scripts/promtool-check.sh installs it)"
-		if os.Getenv("CLAUDEQ_REQUIRE_PROMTOOL") == "1" {
-			t.Fatal(msg + " (CLAUDEQ_REQUIRE_PROMTOOL=1)")
+		if os.Getenv("CLAUDEQ_REQUIRE_PROMTOOL") == "1" || os.Getenv(redistest.EnvRequireIntegration) == "1" {
+			t.Fatal(msg + " (CLAUDEQ_REQUIRE_INTEGRATION=1 or CLAUDEQ_REQUIRE_PROMTOOL=1)")
 		}
 		t.Skip(msg)
 	}

@@ -33,6 +33,12 @@ type APIKey struct {
 	// block, redact or allow; empty means the department's, else the
 	// default (CLAUDEQ_POLICY_ACTION).
 	PolicyAction string `bson:"policy_action,omitempty" json:"policy_action,omitempty"`
+	// RequestsPerDay caps the key's submits per quota day (0 = no cap).
+	RequestsPerDay int `bson:"requests_per_day,omitempty" json:"requests_per_day,omitempty"`
+	// OnQuota is "defer" to park over-budget jobs until the reset.
+	OnQuota string `bson:"on_quota,omitempty" json:"on_quota,omitempty"`
+	// WebhookURL is the default webhook of the key's jobs.
+	WebhookURL string `bson:"webhook_url,omitempty" json:"webhook_url,omitempty"`
 }
 
 // Usable says why k cannot be used at t ("revoked", "expired"), or "".
@@ -48,7 +54,8 @@ func (k APIKey) Usable(t time.Time) string {
 
 // Principal returns the caller the key stands for.
 func (k APIKey) Principal() claudeq.Principal {
-	return claudeq.Principal{KeyID: k.ID, UserID: k.UserID, Department: k.Department, Tier: k.Tier, Scopes: k.Scopes}
+	return claudeq.Principal{KeyID: k.ID, UserID: k.UserID, Department: k.Department, Tier: k.Tier, Scopes: k.Scopes,
+		RequestsPerDay: k.RequestsPerDay, OnQuota: k.OnQuota, WebhookURL: k.WebhookURL}
 }
 
 // CreateKey stores k. A key whose hash exists already is a KindConflict.
@@ -101,6 +108,7 @@ func (s *Store) RotateKey(ctx context.Context, oldID string, next APIKey, graceE
 	}
 	next.UserID, next.Department, next.Tier, next.Scopes = old.UserID, old.Department, old.Tier, old.Scopes
 	next.PolicyAction = old.PolicyAction
+	next.RequestsPerDay, next.OnQuota, next.WebhookURL = old.RequestsPerDay, old.OnQuota, old.WebhookURL
 	if next.Name == "" {
 		next.Name = old.Name
 	}

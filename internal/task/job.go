@@ -98,6 +98,9 @@ func (h *JobHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 
 	rerun := prev != claudeq.StatusQueued
+	if err := h.reserveDeferred(ctx, &p); err != nil {
+		return err
+	}
 	out := outcome{rerun: rerun}
 	if rerun {
 		if b, err := h.Queue.Stashed(ctx, p.ID); err == nil && b != nil {

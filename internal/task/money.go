@@ -19,6 +19,29 @@ type Quota interface {
 	Day(t time.Time) string
 }
 
+// Reserver books a deferred job's budget when it finally runs.
+type Reserver interface {
+	Reserve(ctx context.Context, r quota.Reservation) error
+}
+
+// reserveDeferred books the budget of a job parked until its budget reset.
+// Still over budget (another job took it first): park it again until the
+// next reset, without using up a retry.
+func (h *JobHandler) reserveDeferred(ctx context.Context, p *JobPayload) error {
+	r, ok := h.Quota.(Reserver)
+	if !p.Deferred || !ok {
+		return nil
+	}
+	err := r.Reserve(ctx, quota.Reservation{JobID: p.ID, UserID: p.UserID, Department: p.Department, Amount: quota.Micros(p.EstimateMicros)})
+	if err == nil {
+		return nil
+	}
+	if qerr := h.Queue.Requeue(context.WithoutCancel(ctx), p.ID, "deferred until the budget resets", ""); qerr != nil {
+		return Infra(qerr)
+	}
+	return Infra(err) // a quota error carries RetryAfter = until the reset
+}
+
 // Pricer prices real usage.
 type Pricer interface {
 	Cost(model string, u claudeq.Usage, batch bool, at time.Time) (pricing.Micros, pricing.Priced, error)

@@ -38,8 +38,12 @@ type JobPayload struct {
 	WebhookURL  string          `json:"webhook_url,omitempty"`
 	// FallbackModels answer, in order, when the requested model is
 	// overloaded or has no healthy node.
-	FallbackModels []string  `json:"fallback_models,omitempty"`
-	RouteReason    string    `json:"route_reason,omitempty"`
+	FallbackModels []string `json:"fallback_models,omitempty"`
+	RouteReason    string   `json:"route_reason,omitempty"`
+	// Deferred marks a job parked until its budget reset: the worker
+	// reserves EstimateMicros before running it.
+	Deferred       bool      `json:"deferred,omitempty"`
+	EstimateMicros int64     `json:"estimate_micros,omitempty"`
 	CreatedAt      time.Time `json:"created_at"`
 }
 
