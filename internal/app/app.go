@@ -158,9 +158,16 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 				return a.Store.RecordAttempt(ctx, store.Attempt(at))
 			}),
 			Schedule: cfg.WebhookSchedule,
-			OnGone: func(_ context.Context, p webhook.Payload) error {
-				o.Logger.Warn("webhook receiver answered 410 Gone: not calling it again for this event", "job_id", p.JobID)
-				return nil
+			OnGone: func(ctx context.Context, p webhook.Payload) error {
+				// 410 Gone disables the endpoint: this event stops here, and
+				// a key whose default webhook it is loses it.
+				j, err := a.Store.Job(ctx, p.JobID)
+				if err != nil {
+					return err
+				}
+				off, err := a.Store.DisableKeyWebhook(ctx, j.KeyID, p.URL, o.Now().UTC())
+				o.Logger.Warn("webhook receiver answered 410 Gone: endpoint disabled", "job_id", p.JobID, "key_default_disabled", off)
+				return err
 			},
 			Now: o.Now, Logger: o.Logger,
 		})

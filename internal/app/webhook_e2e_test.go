@@ -142,3 +142,35 @@ func TestWebhooksSignedRetriedAndDeliveredOncePerEvent(t *testing.T) {
 	u2, _, _, _ := rcv.events()
 	require.Equal(t, unique, u2, "a redelivery has the same webhook-id")
 }
+
+func TestWebhookGoneDisablesTheKeysDefault(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var hits atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hits.Add(1)
+		w.WriteHeader(http.StatusGone)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	url := "http://" + ln.Addr().String() + "/gone"
+
+	base := e.all("CLAUDEQ_WEBHOOK_ALLOW", "http://127.0.0.1", "CLAUDEQ_WEBHOOK_SCHEDULE", "0,200ms,200ms")
+	admin, _ := e.key("root", "ops", "admin")
+	r := do(t, "POST", base+"/admin/keys", admin, map[string]any{"user_id": "u", "department": "d", "webhook_url": url})
+	require.Equal(t, http.StatusCreated, r.Status, "%s", r.Body)
+	key := r.json(t)["key"].(string)
+	keyID := r.json(t)["data"].(map[string]any)["id"].(string)
+
+	wait(t, base, key, submit(t, base, key, map[string]any{"prompt": "one"}), 15*time.Second)
+	require.Eventually(t, func() bool {
+		k, err := e.store.Key(t.Context(), keyID)
+		return err == nil && k.WebhookURL == ""
+	}, 10*time.Second, 50*time.Millisecond, "410 disables the key's default webhook")
+	require.EqualValues(t, 1, hits.Load(), "a 410 is not retried")
+	wait(t, base, key, submit(t, base, key, map[string]any{"prompt": "two"}), 15*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	require.EqualValues(t, 1, hits.Load(), "the disabled endpoint is not called again")
+}

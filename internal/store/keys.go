@@ -161,3 +161,14 @@ func (s *Store) RevokeKey(ctx context.Context, id string, t time.Time) error {
 	}
 	return nil
 }
+
+// DisableKeyWebhook drops key id's default webhook if it is still url (its
+// receiver answered 410 Gone), and returns whether it did.
+func (s *Store) DisableKeyWebhook(ctx context.Context, id, url string, at time.Time) (bool, error) {
+	r, err := s.keys.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "webhook_url", Value: url}},
+		bson.D{{Key: "$set", Value: bson.D{{Key: "webhook_url", Value: ""}, {Key: "webhook_disabled_at", Value: at}}}})
+	if err != nil {
+		return false, err
+	}
+	return r.ModifiedCount > 0, nil
+}
