@@ -5,7 +5,6 @@ import (
 	"context"
 	"net/http"
 	"regexp"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,29 +14,12 @@ import (
 	"github.com/claudeq/claudeq/internal/config"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // runDev starts claudeq dev on dir and returns its base URL, its printed
 // banner and a stop function.
-func runDev(t *testing.T, env map[string]string) (string, *syncBuffer, func()) {
+func runDev(t *testing.T, env map[string]string) (string, *lockedWriter, func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out, logs := &syncBuffer{}, &syncBuffer{}
+	out, logs := &lockedWriter{w: &bytes.Buffer{}}, &lockedWriter{w: &bytes.Buffer{}}
 	ready := make(chan *app.App, 1)
 	done := make(chan error, 1)
 	go func() { done <- app.RunDev(ctx, config.Map(env), out, logs, func(a *app.App) { ready <- a }) }()
