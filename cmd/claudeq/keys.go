@@ -20,6 +20,7 @@ import (
 	"github.com/claudeq/claudeq/internal/audit"
 	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/config"
+	"github.com/claudeq/claudeq/internal/policy"
 	"github.com/claudeq/claudeq/internal/store"
 )
 
@@ -66,7 +67,7 @@ func openStore(ctx context.Context, getenv func(string) string) (*store.Store, f
 func keysCmd(getenv func(string) string) *cobra.Command {
 	cmd := &cobra.Command{Use: "keys", Short: "Create, list and revoke API keys"}
 
-	var user, dept, tier, name, expires string
+	var user, dept, tier, name, expires, policyAction string
 	var admin bool
 	var scopes []string
 	create := &cobra.Command{
@@ -84,6 +85,13 @@ func keysCmd(getenv func(string) string) *cobra.Command {
 			k, key, err := api.NewKey(user, dept, tier, name, sc, expires, time.Now())
 			if err != nil {
 				return errors.New(claudeq.ErrorMessage(err))
+			}
+			if policyAction != "" {
+				a, err := policy.ParseAction(policyAction)
+				if err != nil {
+					return fmt.Errorf("--policy-action: %w", err)
+				}
+				k.PolicyAction = string(a)
 			}
 			s, closeFn, err := openStore(c.Context(), getenv)
 			if err != nil {
@@ -106,6 +114,7 @@ func keysCmd(getenv func(string) string) *cobra.Command {
 	create.Flags().BoolVar(&admin, "admin", false, "grant the admin scope")
 	create.Flags().StringSliceVar(&scopes, "scopes", []string{claudeq.ScopeJobs, claudeq.ScopeBatches}, "scopes: jobs, batches, admin, admin:read")
 	create.Flags().StringVar(&expires, "expires-in", "", "expire the key after this long, e.g. 2160h (default: never)")
+	create.Flags().StringVar(&policyAction, "policy-action", "", "content policy for this key: block, redact or allow (default: the department's, else CLAUDEQ_POLICY_ACTION)")
 
 	list := &cobra.Command{
 		Use:   "list",

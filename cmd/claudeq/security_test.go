@@ -33,12 +33,15 @@ func TestCLIKeyActionsAreAuditedAndVerified(t *testing.T) {
 		"CLAUDEQ_AUDIT_HMAC_KEY": crypt.GenerateKey()}
 	cli := cliWith(env)
 
-	_, _, err := cli("keys", "create", "--user", "bob", "--department", "sales")
+	_, _, err := cli("keys", "create", "--user", "bob", "--department", "sales", "--policy-action", "shred")
+	require.ErrorContains(t, err, "--policy-action")
+	_, _, err = cli("keys", "create", "--user", "bob", "--department", "sales", "--policy-action", "block")
 	require.NoError(t, err)
 	s := store.New(db)
 	keys, err := s.Keys(context.Background())
 	require.NoError(t, err)
 	require.Len(t, keys, 1)
+	require.Equal(t, "block", keys[0].PolicyAction)
 	_, _, err = cli("keys", "rotate", keys[0].ID, "--grace", "1h")
 	require.NoError(t, err)
 	_, _, err = cli("keys", "revoke", keys[0].ID)

@@ -33,8 +33,12 @@ func TestAuditTrailAndVerify(t *testing.T) {
 	require.Equal(t, http.StatusUnauthorized, do(t, "POST", base+"/api/claude/chat", "cqk_bogus", map[string]any{"prompt": "x"}).Status)
 	submit(t, base, key, map[string]any{"prompt": "second"})
 	require.Equal(t, http.StatusTooManyRequests, do(t, "POST", base+"/api/claude/chat", key, map[string]any{"prompt": "third"}).Status)
-	r := do(t, "POST", base+"/admin/keys", admin, map[string]any{"user_id": "bob", "department": "sales"})
+	r := do(t, "POST", base+"/admin/keys", admin, map[string]any{"user_id": "bob", "department": "sales", "policy_action": "shred"})
+	require.Equal(t, http.StatusBadRequest, r.Status, "%s", r.Body)
+	requireErrorShape(t, r, "invalid_request_error", "policy_action")
+	r = do(t, "POST", base+"/admin/keys", admin, map[string]any{"user_id": "bob", "department": "sales", "policy_action": "block"})
 	require.Equal(t, http.StatusCreated, r.Status, "%s", r.Body)
+	require.Equal(t, "block", r.json(t)["data"].(map[string]any)["policy_action"])
 	bobID := r.json(t)["data"].(map[string]any)["id"].(string)
 	require.Equal(t, http.StatusOK, do(t, "DELETE", base+"/admin/keys/"+bobID, admin, nil).Status)
 

@@ -17,6 +17,16 @@
 //  3. Enqueue-to-pick-up latency, p50 and p99, at half the saturation rate
 //     of figure 2, open loop, with the configured 20 ms TaskCheckInterval
 //     and with asynq's default 1 s.
+//  4. Balancer pick cost: upstream.Fleet.Pick in a tight loop, per
+//     strategy, with 3 and 50 nodes, against one Redis round trip.
+//  5. End-to-end jobs/s with three simulator nodes against figure 2's one
+//     (interleaved with figure 2's runs).
+//  6. Money: quota Reserve+Settle pairs per second against two no-op Lua
+//     round trips, and figure 1 with budgets configured against without
+//     (interleaved with figure 1's runs).
+//
+// After the measured runs, one extra submit window and one extra drain are
+// CPU-profiled (not counted), and the report says where their time went.
 //
 // Everything runs in this process except redis-server, which is started
 // as a child on a free 127.0.0.1 port without persistence and killed at
@@ -29,6 +39,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"time"
@@ -48,17 +59,23 @@ type Options struct {
 	LatencyRate     float64       // figure 3's rate; 0: half of figure 2's median, capped
 	LatencyCap      float64       // cap of the derived rate
 	MachineIdleWait time.Duration // before each run, wait at most this long for other processes to go quiet
-	Figures         []string      // "submit", "e2e", "latency"; empty: all
-	ProfileDir      string        // when set, CPU profiles of the first subject runs go here
+	PickDuration    time.Duration // figure 4: measured picks of each strategy and node count
+	FleetNodes      int           // figure 5: simulator nodes of the fleet run
+	MoneyDuration   time.Duration // figure 6: measured window of each Reserve+Settle run
+	MoneyClients    int           // figure 6: goroutines calling Reserve+Settle
+	Profile         bool          // profile one extra submit window and drain, and summarise them in the report
+	Figures         []string      // see FigureNames; empty: all
+	ProfileDir      string        // when set, the CPU profiles are written here (and Profile is implied)
 	Command         string        // how the run was started, for the report
 	Log             io.Writer     // progress lines; nil: none
 }
 
-// DefaultOptions is `make bench`: three to four minutes on two cores.
+// DefaultOptions is `make bench`: six to eight minutes on two cores.
 func DefaultOptions() Options {
 	return Options{Duration: 5 * time.Second, Warmup: time.Second, Concurrency: []int{32, 64}, Jobs: 5000, DrainBudget: 20 * time.Second, Reps: 3,
 		LatencyDuration: 5 * time.Second, LatencyMinJobs: 60, LatencyMaxDur: 12 * time.Second, LatencyCap: 1000,
-		MachineIdleWait: 5 * time.Second}
+		MachineIdleWait: 5 * time.Second, PickDuration: time.Second, FleetNodes: 3, MoneyDuration: 3 * time.Second, MoneyClients: 64,
+		Profile: true}
 }
 
 // QuickOptions is a smoke run of every figure in well under a minute; its
@@ -66,8 +83,13 @@ func DefaultOptions() Options {
 func QuickOptions() Options {
 	return Options{Duration: time.Second, Warmup: 300 * time.Millisecond, Concurrency: []int{32}, Jobs: 1000, DrainBudget: 10 * time.Second, Reps: 1,
 		LatencyDuration: 2 * time.Second, LatencyMinJobs: 20, LatencyMaxDur: 4 * time.Second, LatencyCap: 1000,
-		MachineIdleWait: time.Second}
+		MachineIdleWait: time.Second, PickDuration: 200 * time.Millisecond, FleetNodes: 3, MoneyDuration: 500 * time.Millisecond, MoneyClients: 64}
 }
+
+// FigureNames are the figures -only accepts: submit (1, with figure 6's
+// submit-with-budgets runs), e2e (2), latency (3), pick (4), fleet (5, with
+// figure 2's claudeq runs as its one-node side), money (6's Reserve+Settle).
+var FigureNames = []string{"submit", "e2e", "latency", "pick", "fleet", "money"}
 
 func (o *Options) logf(format string, args ...any) {
 	if o.Log != nil {
@@ -98,9 +120,12 @@ type Report struct {
 	Submit   []SubmitResult
 	E2E      *E2EResult
 	Latency  []LatencyResult
-	RateNote string // how figure 3's rate was chosen
-	Warnings int    // warnings and errors the app logged during the run
-	FirstLog []string
+	Pick     *PickResult
+	Money    *MoneyResult
+	Profiles []ProfileSummary // where the time of the profiled runs went
+	RateNote string           // how figure 3's rate was chosen
+	Warnings int              // warnings and errors the app logged during the run
+	FirstLog []string         // the distinct ones, with their counts
 	Started  time.Time
 	Took     time.Duration
 }
@@ -120,14 +145,38 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	r.Machine = ReadMachine(e.Redis.Version)
 	o.logf("bench: redis-server %s at %s, FerretDB at %s, simulator at %s", r.Machine.Redis, e.Redis.Addr, e.Mongo, e.SimURL)
 
-	if o.wants("submit") {
-		if r.Submit, err = RunSubmit(ctx, e, &o); err != nil {
-			return nil, fmt.Errorf("figure 1 (submit): %w", err)
+	if o.ProfileDir == "" && o.Profile {
+		o.ProfileDir = filepath.Join(e.Dir, "profiles")
+		if err := os.MkdirAll(o.ProfileDir, 0o755); err != nil {
+			return nil, err
 		}
 	}
-	if o.wants("e2e") {
-		if r.E2E, err = RunE2E(ctx, e, &o); err != nil {
-			return nil, fmt.Errorf("figure 2 (end to end): %w", err)
+	if o.wants("submit") {
+		var prof *ProfileSummary
+		if r.Submit, prof, err = RunSubmit(ctx, e, &o); err != nil {
+			return nil, fmt.Errorf("figure 1 (submit): %w", err)
+		}
+		if prof != nil {
+			r.Profiles = append(r.Profiles, *prof)
+		}
+	}
+	if o.wants("e2e") || o.wants("fleet") {
+		var prof *ProfileSummary
+		if r.E2E, prof, err = RunE2E(ctx, e, &o); err != nil {
+			return nil, fmt.Errorf("figures 2 and 5 (end to end): %w", err)
+		}
+		if prof != nil {
+			r.Profiles = append(r.Profiles, *prof)
+		}
+	}
+	if o.wants("pick") {
+		if r.Pick, err = RunPick(ctx, e, &o); err != nil {
+			return nil, fmt.Errorf("figure 4 (balancer pick): %w", err)
+		}
+	}
+	if o.wants("money") {
+		if r.Money, err = RunMoney(ctx, e, &o); err != nil {
+			return nil, fmt.Errorf("figure 6 (reserve and settle): %w", err)
 		}
 	}
 	if o.wants("latency") {
@@ -135,7 +184,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		switch {
 		case rate > 0:
 			r.RateNote = fmt.Sprintf("%.0f/s, set with -rate", rate)
-		case r.E2E != nil:
+		case r.E2E != nil && len(r.E2E.Subject) > 0:
 			sat := Median(jobsPerSec(r.E2E.Subject))
 			rate = sat / 2
 			r.RateNote = fmt.Sprintf("half of figure 2's median claudeq saturation (%.0f jobs/s)", sat)

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
 	"testing"
 	"time"
 
@@ -45,7 +48,8 @@ func TestRunTiny(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	o := Options{Duration: 200 * time.Millisecond, Warmup: 50 * time.Millisecond, Concurrency: []int{4}, Jobs: 40,
-		DrainBudget: 15 * time.Second, Reps: 1, LatencyDuration: 300 * time.Millisecond, LatencyRate: 40, Command: "test"}
+		DrainBudget: 15 * time.Second, Reps: 1, LatencyDuration: 300 * time.Millisecond, LatencyRate: 40, Command: "test",
+		PickDuration: 20 * time.Millisecond, FleetNodes: 3, MoneyDuration: 200 * time.Millisecond, MoneyClients: 4, Profile: true}
 	var log bytes.Buffer
 	o.Log = &log
 	r, err := Run(ctx, o)
@@ -54,10 +58,11 @@ func TestRunTiny(t *testing.T) {
 	require.Len(t, r.Submit, 1)
 	s := r.Submit[0]
 	require.Greater(t, s.PayloadBytes, 100)
-	for _, x := range append(s.Subject, s.Baseline...) {
+	for _, x := range slices.Concat(s.Subject, s.Baseline, s.Budgets) {
 		require.Positive(t, x.OK)
 		require.Zero(t, x.Errors, x.FirstErr)
 	}
+	require.Len(t, s.Budgets, 1)
 
 	require.NotNil(t, r.E2E)
 	for _, x := range append(r.E2E.Subject, r.E2E.Baseline...) {
@@ -67,6 +72,33 @@ func TestRunTiny(t *testing.T) {
 		require.Positive(t, x.JobsPerSec)
 	}
 	require.EqualValues(t, 40, r.E2E.Subject[0].Persisted)
+	require.Len(t, r.E2E.Fleet, 1)
+	require.Equal(t, 3, r.E2E.FleetNodes)
+	for _, x := range r.E2E.Fleet {
+		require.True(t, x.Drained, "%+v", x)
+		require.Equal(t, 40, x.Succeeded)
+		require.EqualValues(t, 40, x.Persisted)
+	}
+
+	require.NotNil(t, r.Pick)
+	require.Len(t, r.Pick.Cases, len(PickStrategies)*len(PickNodes))
+	for _, c := range r.Pick.Cases {
+		require.Len(t, c.Runs, 1)
+		require.Positive(t, c.Runs[0].NsPerOp)
+		if c.Strategy == "round_robin" { // one INCR per pick, by design
+			require.InDelta(t, 1, float64(c.Runs[0].Use.Cmds["incr"])/float64(c.Runs[0].Ops), 0.01)
+		}
+	}
+	require.Len(t, r.Pick.Reference, 1)
+
+	require.NotNil(t, r.Money)
+	require.Positive(t, r.Money.Subject[0].OK)
+	require.Positive(t, r.Money.Floor[0].OK)
+
+	require.Len(t, r.Profiles, 2)
+	for _, pr := range r.Profiles {
+		require.NotEmpty(t, pr.Stages, pr.Title)
+	}
 
 	require.Len(t, r.Latency, 2)
 	for _, l := range r.Latency {
@@ -81,7 +113,43 @@ func TestRunTiny(t *testing.T) {
 	var md bytes.Buffer
 	require.NoError(t, Render(&md, r))
 	for _, want := range []string{"## Machine", "## Summary", "## 1. Submit throughput", "## 2. End-to-end throughput",
-		"## 3. Enqueue-to-pick-up latency", "## How measured / rerun", "| 1. submit, 4 clients |"} {
+		"## 3. Enqueue-to-pick-up latency", "## 4. Balancer pick cost", "## 5. End to end over 3 nodes", "## 6. Money",
+		"## Where the time goes", "## How measured / rerun", "| 1. submit, 4 clients |", "| 6. submit with budgets vs without, 4 clients |"} {
 		require.Contains(t, md.String(), want)
 	}
+}
+
+//go:noinline
+func spin(d time.Duration) int {
+	n := 0
+	for t0 := time.Now(); time.Since(t0) < d; {
+		for i := range 1000 {
+			n += i % 7
+		}
+	}
+	return n
+}
+
+// TestSummarizeProfile checks the profile decoder on a profile of a busy
+// loop: most of the CPU must land on the loop's function.
+func TestSummarizeProfile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cpu.pprof")
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	if err := pprof.StartCPUProfile(f); err != nil {
+		t.Skip("a CPU profile is already running:", err)
+	}
+	spin(300 * time.Millisecond)
+	pprof.StopCPUProfile()
+	require.NoError(t, f.Close())
+	s, err := SummarizeProfile(path, "spin", []Stage{
+		{Name: "spin", Match: []string{"github.com/claudeq/claudeq/internal/bench.spin"}},
+		{Name: "none", Match: []string{"github.com/claudeq/claudeq/internal/bench.spin"}, Except: []string{"testing.tRunner"}},
+	})
+	require.NoError(t, err)
+	require.Greater(t, s.CPU, 100*time.Millisecond)
+	require.Greater(t, s.Duration, 250*time.Millisecond)
+	require.Greater(t, s.Stages[0].Share, 0.5, "%+v", s)
+	require.Zero(t, s.Stages[1].Share)
+	require.NotEmpty(t, s.Top)
 }

@@ -35,13 +35,19 @@ type DrainStats struct {
 	FillRate                          float64 // how fast the queue was filled, per second (not a measured figure)
 }
 
-// E2EResult is figure 2.
+// E2EResult is figure 2, and figure 5 (Fleet against Subject).
 type E2EResult struct {
 	Jobs              int
 	Concurrency       int
 	TaskCheckInterval time.Duration
 	PayloadBytes      int
 	Subject, Baseline []DrainStats
+	// Figure 5: the worker with FleetNodes simulator nodes (a nodes file,
+	// FleetStrategy), interleaved with Subject, whose one node is
+	// CLAUDEQ_UPSTREAM_URL; empty when not run.
+	Fleet         []DrainStats
+	FleetNodes    int
+	FleetStrategy string
 }
 
 // asynq v0.26's key names of queue q (internal/base). Drain checks the
@@ -159,54 +165,80 @@ func (e *Env) drain(ctx context.Context, k int, budget time.Duration, start func
 
 // RunE2E measures figure 2: K jobs queued through the api with no worker
 // running, then the worker role (app.Start with Roles{Worker: true}:
-// simulator at zero latency, FerretDB persistence, cache writes) drains
-// them; against a raw asynq server with the same concurrency, queues and
-// TaskCheckInterval draining K no-op tasks of the same payload size.
-func RunE2E(ctx context.Context, e *Env, o *Options) (*E2EResult, error) {
+// simulator at zero latency, FerretDB persistence, cache writes, budget
+// settlement) drains them; against a raw asynq server with the same
+// concurrency, queues and TaskCheckInterval draining K no-op tasks of the
+// same payload size. With figure 5 wanted, the same worker with
+// o.FleetNodes simulator nodes drains K jobs too, interleaved. The systems
+// rotate which goes first in each repetition. With o.ProfileDir set, one
+// more one-node drain is CPU-profiled (not counted) and summarised.
+func RunE2E(ctx context.Context, e *Env, o *Options) (*E2EResult, *ProfileSummary, error) {
 	fillDB, err := e.NewDB(ctx, "fill")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	api, err := e.StartApp(ctx, app.Roles{API: true}, fillDB)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer func() { _ = StopApp(api) }()
 	base := "http://" + api.Addr()
 	payload, err := e.ProbePayload(ctx, base)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	cfg, err := e.Config(fillDB)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	res := &E2EResult{Jobs: o.Jobs, Concurrency: cfg.WorkerConcurrency, TaskCheckInterval: cfg.TaskCheckInterval, PayloadBytes: len(payload)}
+	systems := []string{"claudeq"}
+	if o.wants("e2e") {
+		systems = append(systems, "baseline")
+	}
+	var fleetOver []string
+	if o.wants("fleet") && o.FleetNodes > 1 {
+		nodes, err := e.NodesFile(o.FleetNodes)
+		if err != nil {
+			return nil, nil, err
+		}
+		fleetOver = []string{"CLAUDEQ_NODES_FILE", nodes}
+		fcfg, err := e.Config(fillDB, fleetOver...)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(fcfg.Nodes) != o.FleetNodes {
+			return nil, nil, fmt.Errorf("nodes file: %d nodes configured, want %d", len(fcfg.Nodes), o.FleetNodes)
+		}
+		res.FleetNodes, res.FleetStrategy = len(fcfg.Nodes), fcfg.Balancer
+		systems = append(systems, "fleet")
+	}
 	for rep := range o.Reps {
-		for k := range 2 {
-			subject := (rep+k)%2 == 0
+		for k := range systems {
+			name := systems[(rep+k)%len(systems)]
 			if err := e.Flush(ctx); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			var st DrainStats
 			var err error
-			if subject {
-				prof := ""
-				if rep == 0 && o.ProfileDir != "" {
-					prof = filepath.Join(o.ProfileDir, "e2e.pprof")
-				}
-				st, err = e.drainSubject(ctx, o, base, prof)
-			} else {
+			switch name {
+			case "claudeq":
+				st, err = e.drainSubject(ctx, o, base, "")
+			case "fleet":
+				st, err = e.drainSubject(ctx, o, base, "", fleetOver...)
+			default:
 				st, err = e.drainBaseline(ctx, o, payload)
 			}
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
-			name := "claudeq"
-			if subject {
+			switch name {
+			case "claudeq":
 				res.Subject = append(res.Subject, st)
-			} else {
-				name = "baseline"
+			case "fleet":
+				res.Fleet = append(res.Fleet, st)
+				name = fmt.Sprintf("%d nodes", res.FleetNodes)
+			default:
 				res.Baseline = append(res.Baseline, st)
 			}
 			o.logf("e2e K=%d rep %d/%d %-8s %8.0f jobs/s  (%d done in %v, drained %v; quarters %.0f → %.0f jobs/s; CPU %v proc, %v redis; %d succeeded, %d persisted)",
@@ -214,12 +246,30 @@ func RunE2E(ctx context.Context, e *Env, o *Options) (*E2EResult, error) {
 				st.Use.Proc.Round(time.Millisecond), st.Use.Redis, st.Succeeded, st.Persisted)
 		}
 	}
-	return res, e.Flush(ctx)
+	var prof *ProfileSummary
+	if o.ProfileDir != "" {
+		if err := e.Flush(ctx); err != nil {
+			return nil, nil, err
+		}
+		path := filepath.Join(o.ProfileDir, "e2e.pprof")
+		st, err := e.drainSubject(ctx, o, base, path)
+		if err != nil {
+			return nil, nil, err
+		}
+		o.logf("e2e K=%d profiled %8.0f jobs/s (not counted), profile in %s", o.Jobs, st.JobsPerSec, path)
+		p, err := SummarizeProfile(path, fmt.Sprintf("End to end, %d jobs, one node (%s jobs/s while profiled)", o.Jobs, num(st.JobsPerSec)), E2EStages)
+		if err != nil {
+			return nil, nil, err
+		}
+		prof = &p
+	}
+	return res, prof, e.Flush(ctx)
 }
 
 // drainSubject fills the queue through the api at base, then times the
-// worker role draining it; with prof set, the drain is CPU-profiled into it.
-func (e *Env) drainSubject(ctx context.Context, o *Options, base string, prof string) (DrainStats, error) {
+// worker role (started with the settings over) draining it; with prof
+// set, the drain is CPU-profiled into it.
+func (e *Env) drainSubject(ctx context.Context, o *Options, base string, prof string, over ...string) (DrainStats, error) {
 	s := &Submitter{Client: NewHTTPClient(32), URL: base + "/api/claude/chat", Key: e.Key}
 	defer s.Client.CloseIdleConnections()
 	var ids idList
@@ -246,7 +296,7 @@ func (e *Env) drainSubject(ctx context.Context, o *Options, base string, prof st
 	}
 	st, err := e.drain(ctx, o.Jobs, o.DrainBudget, func() error {
 		var err error
-		w, err = e.StartApp(ctx, app.Roles{Worker: true}, db)
+		w, err = e.StartApp(ctx, app.Roles{Worker: true}, db, over...)
 		return err
 	})
 	stopProf()

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,6 +43,8 @@ type Env struct {
 	simStop   func()
 	mu        sync.Mutex
 	dbs       int
+	sims      []string // URLs of the extra simulators of NodesFile
+	simStops  []func()
 }
 
 // NewEnv starts the servers. Close stops them and removes the directory.
@@ -72,6 +75,9 @@ func NewEnv(ctx context.Context) (_ *Env, err error) {
 
 // Close stops everything NewEnv started.
 func (e *Env) Close() {
+	for _, stop := range e.simStops {
+		stop()
+	}
 	if e.simStop != nil {
 		e.simStop()
 	}
@@ -156,11 +162,46 @@ func (e *Env) Settings(db string, over ...string) map[string]string {
 		"CLAUDEQ_TASK_CHECK_INTERVAL": "20ms",
 		"CLAUDEQ_SHUTDOWN_TIMEOUT":    "10s",
 		"CLAUDEQ_LOG_LEVEL":           "warn",
+		// The bench measures the job path, not the per-key and per-IP rate
+		// limiters: their defaults (600 requests a minute per key, 1000
+		// per 15 minutes per address) would answer most requests with 429.
+		// With 0/0 and off the limiter makes no Redis call.
+		"CLAUDEQ_RATELIMIT_TIERS": "standard=0/0",
+		"CLAUDEQ_RATELIMIT_IP":    "off",
+		SimKeyVar:                 "sim-key",
 	}
 	for i := 0; i+1 < len(over); i += 2 {
 		m[over[i]] = over[i+1]
 	}
 	return m
+}
+
+// SimKeyVar is the variable the nodes files of NodesFile take their API
+// key from (Settings defines it), as a real nodes file would.
+const SimKeyVar = "BENCH_SIM_KEY"
+
+// NodesFile writes a CLAUDEQ_NODES_FILE of n simulator nodes of weight 1
+// and returns its path: the env's simulator first, then others started
+// here, every one at zero latency on 127.0.0.1, each its own HTTP server.
+func (e *Env) NodesFile(n int) (string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	urls := []string{e.SimURL}
+	for len(e.sims) < n-1 {
+		_, url, stop, err := sim.Listen("127.0.0.1:0", sim.Config{})
+		if err != nil {
+			return "", err
+		}
+		e.sims, e.simStops = append(e.sims, url), append(e.simStops, stop)
+	}
+	urls = append(urls, e.sims[:n-1]...)
+	var b strings.Builder
+	b.WriteString("nodes:\n")
+	for i, u := range urls {
+		fmt.Fprintf(&b, "  - name: node%d\n    url: %s\n    api_key: ${%s}\n    weight: 1\n", i, u, SimKeyVar)
+	}
+	path := filepath.Join(e.Dir, fmt.Sprintf("nodes-%d.yaml", n))
+	return path, os.WriteFile(path, []byte(b.String()), 0o600)
 }
 
 // Config loads the configuration of Settings.
@@ -240,12 +281,14 @@ func (h errorsTo) WithGroup(name string) slog.Handler {
 }
 
 // CountingHandler is a slog.Handler that counts warnings and errors and
-// keeps the first few, so that a run that logged trouble says so in the
-// report instead of printing a flood.
+// keeps the first few distinct messages with their counts, so that a run
+// that logged trouble says so in the report instead of printing a flood.
 type CountingHandler struct {
 	mu    sync.Mutex
 	n     int
-	first []string
+	first []string       // distinct messages, in order of first appearance
+	count map[string]int // by message
+	attrs map[string]string
 }
 
 // Enabled implements slog.Handler: only warnings and errors.
@@ -256,14 +299,20 @@ func (h *CountingHandler) Handle(_ context.Context, r slog.Record) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.n++
-	if len(h.first) < 5 {
-		s := r.Level.String() + " " + r.Message
+	msg := r.Level.String() + " " + r.Message
+	if h.count == nil {
+		h.count, h.attrs = map[string]int{}, map[string]string{}
+	}
+	if _, seen := h.count[msg]; !seen && len(h.first) < 5 {
+		h.first = append(h.first, msg)
+		var s string
 		r.Attrs(func(a slog.Attr) bool {
 			s += " " + a.String()
 			return true
 		})
-		h.first = append(h.first, s)
+		h.attrs[msg] = s
 	}
+	h.count[msg]++
 	return nil
 }
 
@@ -273,9 +322,15 @@ func (h *CountingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 // WithGroup implements slog.Handler.
 func (h *CountingHandler) WithGroup(string) slog.Handler { return h }
 
-// Counts returns how many warnings and errors were logged, and the first few.
+// Counts returns how many warnings and errors were logged, and the first
+// few distinct messages, each with how often it was logged and the
+// attributes of its first occurrence.
 func (h *CountingHandler) Counts() (int, []string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.n, append([]string(nil), h.first...)
+	out := make([]string, len(h.first))
+	for i, m := range h.first {
+		out[i] = fmt.Sprintf("%d× %s%s", h.count[m], m, h.attrs[m])
+	}
+	return h.n, out
 }

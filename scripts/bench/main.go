@@ -2,8 +2,8 @@
 // writes the report (docs/benchmarks.md under `make bench`). See package
 // internal/bench for what is measured and how.
 //
-//	go run ./scripts/bench -out docs/benchmarks.md   # the full run, about 4 minutes
-//	go run ./scripts/bench -quick -out /tmp/b.md     # smoke run, under a minute
+//	go run ./scripts/bench -out docs/benchmarks.md   # the full run, about 6–8 minutes
+//	go run ./scripts/bench -quick -out /tmp/b.md     # smoke run, about a minute
 package main
 
 import (
@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -41,8 +42,11 @@ func run() error {
 		reps     = flag.Int("reps", 0, fmt.Sprintf("repetitions of every measurement (default %d)", def.Reps))
 		latDur   = flag.Duration("latency-duration", 0, fmt.Sprintf("sending time of each figure-3 run (default %v)", def.LatencyDuration))
 		rate     = flag.Float64("rate", 0, "figure 3's submit rate per second (default: half of figure 2's saturation, at most 1000)")
-		only     = flag.String("only", "", "run only these figures, comma-separated: submit, e2e, latency")
-		prof     = flag.String("cpuprofile", "", "write CPU profiles of the first claudeq runs (submit-cN.pprof, e2e.pprof) into this directory")
+		only     = flag.String("only", "", "run only these figures, comma-separated: "+strings.Join(bench.FigureNames, ", "))
+		prof     = flag.String("cpuprofile", "", "keep the CPU profiles of the extra profiled runs (submit-cN.pprof, e2e.pprof) in this directory")
+		noProf   = flag.Bool("noprofile", false, "skip the extra profiled runs and the report's \"Where the time goes\"")
+		pickDur  = flag.Duration("pick-duration", 0, fmt.Sprintf("figure 4: timed picks per strategy and fleet size (default %v)", def.PickDuration))
+		moneyDur = flag.Duration("money-duration", 0, fmt.Sprintf("figure 6: window of each Reserve+Settle run (default %v)", def.MoneyDuration))
 	)
 	flag.Parse()
 	o := def
@@ -77,12 +81,21 @@ func run() error {
 	if *latDur > 0 {
 		o.LatencyDuration = *latDur
 	}
+	if *pickDur > 0 {
+		o.PickDuration = *pickDur
+	}
+	if *moneyDur > 0 {
+		o.MoneyDuration = *moneyDur
+	}
+	if *noProf {
+		o.Profile = false
+	}
 	o.LatencyRate = *rate
 	if *only != "" {
 		for _, f := range strings.Split(*only, ",") {
 			f = strings.TrimSpace(f)
-			if f != "submit" && f != "e2e" && f != "latency" {
-				return fmt.Errorf("-only: unknown figure %q (want submit, e2e, latency)", f)
+			if !slices.Contains(bench.FigureNames, f) {
+				return fmt.Errorf("-only: unknown figure %q (want %s)", f, strings.Join(bench.FigureNames, ", "))
 			}
 			o.Figures = append(o.Figures, f)
 		}
