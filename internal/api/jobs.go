@@ -215,9 +215,17 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 	if err != nil {
 		return err
 	}
+	// Content policy: block (400 content_policy_violation), redact before
+	// anything is stored or sent upstream, or allow; audited by kind.
+	if body, err = s.applyPolicy(c, body); err != nil {
+		return err
+	}
 	md, _ := json.Marshal(spec.metadata)
 	rh := sha256.Sum256([]byte(spec.kind + "\x00" + spec.sessionID + "\x00" + string(md) + "\x00" + cacheFlag(spec.cacheBody) + "\x00" + spec.webhook + "\x00" + string(body)))
 	reqHash := hex.EncodeToString(rh[:])
+	if rec := auditRecord(c); rec != nil {
+		rec.RequestHash, rec.Model = reqHash, spec.req.Model
+	}
 
 	id := randomID("job_", 15)
 	idemKey := c.Request().Header.Get("Idempotency-Key")
