@@ -246,7 +246,7 @@ func Render(w io.Writer, r *Report) error {
 	p("- Profiles: `runtime/pprof` CPU profiles (100 Hz) of one extra submit window and one extra one-node drain after the measured runs, not counted in any figure; written to `-cpuprofile DIR` when given, else to the run's temporary directory.")
 	p("- Redis commands per request or job come from `INFO commandstats` before and after the window (commands run inside Lua scripts count, as Redis counts them; the bench's own INFO, LLEN and ZCARD are left out). They do not depend on the machine's speed: a difference there is a difference in work.")
 	p("- Other load is the CPU the rest of the machine (processes other than the bench and its redis-server) used during the window, from /proc/stat, in CPUs: a run with a high other load was slowed down by a neighbour, not by claudeq.")
-	p("- Medians are over repetitions; ratios are ratios of medians. Subject and baseline alternate which runs first.")
+	p("- Medians are over repetitions; ratios are ratios of medians (figure 4: medians of ratios within a repetition). The systems of a figure take turns running first (two alternate, three rotate).")
 	_, err := io.WriteString(w, b.String())
 	return err
 }
