@@ -119,7 +119,7 @@ func (e *testEnv) getenv(over ...string) func(string) string {
 
 // run starts roles through app.Run, the binaries' run function, and stops
 // them at cleanup (or when the returned stop is called).
-func (e *testEnv) run(roles app.Roles, over ...string) (*app.App, func()) {
+func (e *testEnv) runWithLogs(roles app.Roles, over ...string) (*app.App, func(), *lockedWriter) {
 	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan *app.App, 1)
@@ -156,6 +156,13 @@ func (e *testEnv) run(roles app.Roles, over ...string) (*app.App, func()) {
 		}
 	}
 	e.t.Cleanup(stop)
+	return a, stop, logs
+}
+
+// run is runWithLogs without the logs.
+func (e *testEnv) run(roles app.Roles, over ...string) (*app.App, func()) {
+	e.t.Helper()
+	a, stop, _ := e.runWithLogs(roles, over...)
 	return a, stop
 }
 

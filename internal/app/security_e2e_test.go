@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -27,33 +26,7 @@ import (
 // runLogged is e.run that also returns the process's log output.
 func (e *testEnv) runLogged(roles app.Roles, over ...string) (*app.App, *lockedWriter) {
 	e.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan *app.App, 1)
-	done := make(chan error, 1)
-	logs := &lockedWriter{w: &bytes.Buffer{}}
-	go func() { done <- app.Run(ctx, roles, e.getenv(over...), logs, func(a *app.App) { ready <- a }) }()
-	var a *app.App
-	select {
-	case a = <-ready:
-	case err := <-done:
-		cancel()
-		e.t.Fatalf("app.Run: %v", err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		e.t.Fatal("app.Run did not become ready")
-	}
-	e.t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(e.t, err)
-		case <-time.After(30 * time.Second):
-			e.t.Error("app.Run did not stop")
-		}
-		if e.t.Failed() || os.Getenv("CLAUDEQ_TEST_LOGS") == "1" {
-			e.t.Logf("logs of %+v:\n%s", roles, logs.String())
-		}
-	})
+	a, _, logs := e.runWithLogs(roles, over...)
 	return a, logs
 }
 
