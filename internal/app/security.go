@@ -86,9 +86,12 @@ func (a *App) initSecurity(ctx context.Context, o Options) error {
 		return fmt.Errorf("mongodb at CLAUDEQ_MONGO_URI: %w", err)
 	}
 	a.AuditChain = chain
-	if o.Roles.API || o.Roles.Worker {
+	if !cfg.AuditLog && (o.Roles.API || o.Roles.Worker) {
+		o.Logger.Warn("CLAUDEQ_AUDIT_LOG=off: requests and admin actions are not audited")
+	}
+	if cfg.AuditLog && (o.Roles.API || o.Roles.Worker) {
 		a.Audit, err = chain.NewWriter(audit.WriterOptions{Buffer: cfg.AuditBuffer, BlockTimeout: cfg.AuditBlockTimeout,
-			SpillDir: cfg.AuditSpillDir, Logger: o.Logger})
+			FlushInterval: cfg.AuditFlushInterval, SpillDir: cfg.AuditSpillDir, Logger: o.Logger})
 		if err != nil {
 			return fmt.Errorf("CLAUDEQ_AUDIT_SPILL_DIR: %w", err)
 		}

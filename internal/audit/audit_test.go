@@ -455,6 +455,36 @@ func fastWriter(t *testing.T, c *Chain, o WriterOptions) *Writer {
 	return w
 }
 
+// A burst of records under light load goes into one append, not one per
+// record: the writer waits FlushInterval for more after the first.
+func TestWriterGathersABurst(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	w, err := b.chain.NewWriter(WriterOptions{FlushInterval: 2 * time.Second})
+	require.NoError(t, err)
+	const n = 120
+	for i := range n {
+		require.NoError(t, w.Log(request(i)))
+	}
+	require.Eventually(t, func() bool { return w.Stats().Written == n }, 20*time.Second, 20*time.Millisecond)
+	st := w.Stats()
+	require.Equal(t, uint64(1), st.Appends, "%d records in %d appends", st.Written, st.Appends)
+	require.NoError(t, w.Close(context.Background()))
+	requireIntact(t, b.verify(t), n)
+
+	// With a negative interval every Log that finds the writer idle is
+	// appended at once.
+	b = setup(t, setupOpts{})
+	w, err = b.chain.NewWriter(WriterOptions{FlushInterval: -1})
+	require.NoError(t, err)
+	for i := range 3 {
+		require.NoError(t, w.Log(request(i)))
+		require.Eventually(t, func() bool { return w.Stats().Written == uint64(i+1) }, 20*time.Second, 5*time.Millisecond)
+	}
+	require.Equal(t, uint64(3), w.Stats().Appends)
+	require.NoError(t, w.Close(context.Background()))
+}
+
 func TestStoreDownKeepsRecords(t *testing.T) {
 	t.Parallel()
 	srv, db := storeServer(t)

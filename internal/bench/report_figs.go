@@ -330,3 +330,47 @@ func cmpShare(a, b float64) int {
 	}
 	return 0
 }
+
+// AuditTarget: the api with its audit log (one hash-chained record per
+// request, batched) submits at least this fraction of what it does with
+// CLAUDEQ_AUDIT_LOG=off ("must not slow the submit path measurably":
+// within the run-to-run noise of figure 1, a few percent).
+const AuditTarget = 0.95
+
+func renderAudit(p printer, r *Report) {
+	var with []SubmitResult
+	for _, s := range r.Submit {
+		if len(s.NoAudit) > 0 {
+			with = append(with, s)
+		}
+	}
+	if len(with) == 0 {
+		return
+	}
+	p("## 7. The audit log's cost on the submit path")
+	p("")
+	p("Figure 1's closed loop, interleaved with its runs: the api as in production (every request gets an audit record: a hash-chained document appended in batches by a background writer that gathers records for up to CLAUDEQ_AUDIT_FLUSH_INTERVAL, 50 ms, and appends each batch under one Redis lease with one insert) against the same api with CLAUDEQ_AUDIT_LOG=off. The embedded FerretDB that stores the records runs in the bench process, on the same two cores; in production that work is MongoDB's, on its own machine, so the figure here is an upper bound on the cost.")
+	p("")
+	p("| clients | rep | audit log | req/s | p50 | p99 | errors | bench-process CPU µs/req | redis CPU µs/req | other load (CPUs) | Redis commands/req |")
+	p("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
+	for _, s := range with {
+		for i := range max(len(s.NoAudit), len(s.Subject)) {
+			for _, side := range []struct {
+				name string
+				l    []LoadStats
+			}{{"on", s.Subject}, {"off", s.NoAudit}} {
+				if i >= len(side.l) {
+					continue
+				}
+				x := side.l[i]
+				p("| %d | %d | %s | %s | %v | %v | %d | %s | %s | %s | %s |", s.Concurrency, i+1, side.name, num(x.RPS), ms(x.P50), ms(x.P99), x.Errors,
+					perOp(x.Use.Proc, x.OK, time.Microsecond), perOp(x.Use.Redis, x.OK, time.Microsecond), load(x.Use, x.Elapsed), x.Use.PerOp(x.OK))
+			}
+		}
+		a, n := Median(rps(s.Subject)), Median(rps(s.NoAudit))
+		a50, n50 := medianP50(s.Subject), medianP50(s.NoAudit)
+		p("| %d | median | | **%s** on vs **%s** off = **%s×** | **%v** vs **%v**: %s | %v vs %v | | | | | |", s.Concurrency, num(a), num(n), rx(ratio(a, n)),
+			ms(a50), ms(n50), signed(a50-n50), ms(medianP99(s.Subject)), ms(medianP99(s.NoAudit)))
+	}
+	p("")
+}

@@ -25,6 +25,7 @@ type SubmitResult struct {
 	PayloadBytes      int // size of the task payload both enqueue
 	Subject, Baseline []LoadStats
 	Budgets           []LoadStats // claudeq with BudgetSettings
+	NoAudit           []LoadStats // claudeq with CLAUDEQ_AUDIT_LOG=off
 }
 
 // BudgetUSD is the daily (and monthly) budget of every scope in the
@@ -149,7 +150,7 @@ func RunSubmit(ctx context.Context, e *Env, o *Options) ([]SubmitResult, *Profil
 	}
 	defer bl.Close()
 
-	systems := []string{"claudeq", "baseline", "budgets"}
+	systems := []string{"claudeq", "baseline", "budgets", "noaudit"}
 	var out []SubmitResult
 	for _, conc := range o.Concurrency {
 		r := SubmitResult{Concurrency: conc, PayloadBytes: len(payload)}
@@ -161,7 +162,14 @@ func RunSubmit(ctx context.Context, e *Env, o *Options) ([]SubmitResult, *Profil
 				if name == "baseline" {
 					st, err = e.submitWindow(ctx, o, conc, bl.URL, "")
 				} else {
-					st, err = e.submitClaudeq(ctx, o, conc, name == "budgets", "")
+					var over []string
+					switch name {
+					case "budgets":
+						over = BudgetSettings
+					case "noaudit":
+						over = []string{"CLAUDEQ_AUDIT_LOG", "off"}
+					}
+					st, err = e.submitClaudeq(ctx, o, conc, over, "")
 				}
 				if err != nil {
 					return nil, nil, err
@@ -171,6 +179,8 @@ func RunSubmit(ctx context.Context, e *Env, o *Options) ([]SubmitResult, *Profil
 					r.Subject = append(r.Subject, st)
 				case "baseline":
 					r.Baseline = append(r.Baseline, st)
+				case "noaudit":
+					r.NoAudit = append(r.NoAudit, st)
 				default:
 					r.Budgets = append(r.Budgets, st)
 				}
@@ -184,7 +194,7 @@ func RunSubmit(ctx context.Context, e *Env, o *Options) ([]SubmitResult, *Profil
 	if o.ProfileDir != "" && len(o.Concurrency) > 0 {
 		conc := o.Concurrency[len(o.Concurrency)-1]
 		path := filepath.Join(o.ProfileDir, fmt.Sprintf("submit-c%d.pprof", conc))
-		st, err := e.submitClaudeq(ctx, o, conc, false, path)
+		st, err := e.submitClaudeq(ctx, o, conc, nil, path)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -198,18 +208,15 @@ func RunSubmit(ctx context.Context, e *Env, o *Options) ([]SubmitResult, *Profil
 	return out, prof, e.Flush(ctx)
 }
 
-// submitClaudeq starts a fresh api (with BudgetSettings when budgets is
-// set) over a fresh database, checks that its budgets are what the run
+// submitClaudeq starts a fresh api (with the settings over, e.g.
+// BudgetSettings) over a fresh database, checks that its budgets are what the run
 // says, measures one window and stops it.
-func (e *Env) submitClaudeq(ctx context.Context, o *Options, conc int, budgets bool, prof string) (LoadStats, error) {
+func (e *Env) submitClaudeq(ctx context.Context, o *Options, conc int, over []string, prof string) (LoadStats, error) {
 	db, err := e.NewDB(ctx, "submit")
 	if err != nil {
 		return LoadStats{}, err
 	}
-	var over []string
-	if budgets {
-		over = BudgetSettings
-	}
+	budgets := len(over) > 0 && over[0] == BudgetSettings[0]
 	a, err := e.StartApp(ctx, app.Roles{API: true}, db, over...)
 	if err != nil {
 		return LoadStats{}, err

@@ -105,6 +105,13 @@ type Security struct {
 	// AuditBlockTimeout is how long a request waits for room in a full
 	// audit buffer before spilling. CLAUDEQ_AUDIT_BLOCK_TIMEOUT, default 20ms.
 	AuditBlockTimeout time.Duration
+	// AuditFlushInterval is how long the audit writer gathers records into
+	// one append. CLAUDEQ_AUDIT_FLUSH_INTERVAL, default 50ms.
+	AuditFlushInterval time.Duration
+	// AuditLog turns the per-request audit log off. Only for measuring
+	// what it costs (make bench); the api logs a warning at start when it
+	// is off. CLAUDEQ_AUDIT_LOG, default on.
+	AuditLog bool
 	// AuditHMACKey makes the audit chain's hashes HMAC-SHA-256 under this
 	// key (base64, at least 32 bytes), so that someone who can write to
 	// MongoDB cannot forge a consistent chain. CLAUDEQ_AUDIT_HMAC_KEY,
@@ -247,6 +254,8 @@ func (l *loader) security() Security {
 	s.AuditSpillDir = l.str("CLAUDEQ_AUDIT_SPILL_DIR", "")
 	s.AuditBuffer = int(l.int("CLAUDEQ_AUDIT_BUFFER", 10000, 1))
 	s.AuditBlockTimeout = l.dur("CLAUDEQ_AUDIT_BLOCK_TIMEOUT", 20*time.Millisecond)
+	s.AuditFlushInterval = l.dur("CLAUDEQ_AUDIT_FLUSH_INTERVAL", 50*time.Millisecond)
+	s.AuditLog = l.bool("CLAUDEQ_AUDIT_LOG", true)
 	s.AuditHMACKey = Secret(l.str("CLAUDEQ_AUDIT_HMAC_KEY", ""))
 	if _, err := s.auditHMACKey(); err != nil {
 		l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_AUDIT_HMAC_KEY: %w", err))
