@@ -25,13 +25,11 @@ const (
 // JobPayload is the message of a job:run task: everything the worker needs,
 // so that a queued job costs one asynq task and a small state hash.
 type JobPayload struct {
-	ID         string `json:"id"`
-	Kind       string `json:"kind"`
-	UserID     string `json:"user_id"`
-	Department string `json:"department,omitempty"`
-	// UserType is the key's tier, the user_type label of the upstream
-	// metrics.
-	UserType    string          `json:"user_type,omitempty"`
+	ID          string          `json:"id"`
+	Kind        string          `json:"kind"`
+	UserID      string          `json:"user_id"`
+	Department  string          `json:"department,omitempty"`
+	UserType    string          `json:"user_type,omitempty"` // the key's tier: user_type of the upstream metrics
 	KeyID       string          `json:"key_id,omitempty"`
 	SessionID   string          `json:"session_id,omitempty"`
 	Metadata    map[string]any  `json:"metadata,omitempty"`
