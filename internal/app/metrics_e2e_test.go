@@ -198,12 +198,12 @@ func TestMetricsCountWhatJobsDid(t *testing.T) {
 	require.Eventually(t, func() bool {
 		w := scrape(t, workerMetrics, "")
 		return w.get("claude_active_connections", nil) == 1 && w.get("claudeq_upstream_inflight", map[string]string{"node": "default"}) == 1
-	}, 10*time.Second, 20*time.Millisecond, "the call is in flight on the worker's only node")
+	}, 30*time.Second, 20*time.Millisecond, "the call is in flight on the worker's only node")
 	e.sim.SetLatency(0, 0)
 	j = wait(t, base, bob, id, 30*time.Second)
 	require.Equal(t, "succeeded", j["status"])
 	succeeded = append(succeeded, j)
-	require.Eventually(t, func() bool { u, _, _, _ := rcv.events(); return u == 1 }, 15*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { u, _, _, _ := rcv.events(); return u == 1 }, 30*time.Second, 20*time.Millisecond)
 	// 6. Over carol's budget: refused at submit, no call.
 	r = do(t, "POST", base+"/api/claude/chat", carol, map[string]any{"prompt": "Too expensive", "model": "opus", "max_tokens": 4000})
 	require.Equal(t, http.StatusTooManyRequests, r.Status, "%s", r.Body)
