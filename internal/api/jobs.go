@@ -244,6 +244,7 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 
 	if p.RequestsPerDay > 0 && s.money.Quota != nil {
 		if err := s.money.Quota.CountRequest(ctx, p.KeyID, p.RequestsPerDay); err != nil {
+			s.countRefusal(err)
 			return err
 		}
 	}
@@ -256,14 +257,18 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 		cacheKey = cache.Key(p.UserID, body)
 	}
 	if read && cacheKey != "" {
-		if hit, err := s.c.Get(ctx, cacheKey); err == nil && hit != nil {
+		hit, err := s.c.Get(ctx, cacheKey)
+		if err == nil && hit != nil {
+			s.metrics.CacheHit()
 			st := queue.State{ID: id, UserID: p.UserID, Status: claudeq.StatusSucceeded, Kind: spec.kind, Model: spec.req.Model,
 				RequestHash: reqHash, CacheKey: cacheKey, CreatedAt: now, FinishedAt: now}
 			if err := s.q.PutDone(ctx, st, min(s.opt.IdempotencyTTL, max(s.opt.CacheTTL, time.Minute))); err != nil {
 				return err
 			}
 			return c.JSON(http.StatusOK, s.viewCached(&st, hit))
-		} else if err != nil {
+		}
+		s.metrics.CacheMiss() // a failed read goes upstream too
+		if err != nil {
 			s.log.Warn("cache read failed; going upstream", "request_id", requestID(c), "err", err)
 		}
 	}
@@ -278,6 +283,7 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 	if err := s.reserve(ctx, p, id, cost); err != nil {
 		var ex *quota.Exceeded
 		if p.OnQuota != "defer" || !errors.As(err, &ex) {
+			s.countRefusal(err)
 			return err
 		}
 		// The key parks over-budget jobs until the budget resets; the
@@ -285,7 +291,7 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 		deferUntil = ex.ResetsAt
 	}
 	payload, err := json.Marshal(task.JobPayload{
-		ID: id, Kind: spec.kind, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID,
+		ID: id, Kind: spec.kind, UserID: p.UserID, Department: p.Department, UserType: p.Tier, KeyID: p.KeyID,
 		SessionID: spec.sessionID, Metadata: spec.metadata, Request: body, RequestHash: reqHash,
 		CacheKey: cacheKey, CreatedAt: now, WebhookURL: spec.webhook, FallbackModels: s.fallbacks(spec),
 		RouteReason: spec.routeReason, Deferred: !deferUntil.IsZero(), EstimateMicros: int64(cost),

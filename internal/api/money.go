@@ -11,6 +11,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/claudeq/claudeq/internal/claudeq"
+	"github.com/claudeq/claudeq/internal/metrics"
 	"github.com/claudeq/claudeq/internal/pricing"
 	"github.com/claudeq/claudeq/internal/quota"
 	"github.com/claudeq/claudeq/internal/routing"
@@ -68,6 +69,20 @@ func (s *Server) reserve(ctx context.Context, p claudeq.Principal, id string, am
 		return nil
 	}
 	return s.money.Quota.Reserve(ctx, quota.Reservation{JobID: id, UserID: p.UserID, Department: p.Department, Amount: quota.Micros(amount)})
+}
+
+// countRefusal counts err in claudeq_quota_refusals_total by the budget
+// that refused it (a reservation's scope, or the key's daily request cap);
+// other errors are not counted.
+func (s *Server) countRefusal(err error) {
+	var ex *quota.Exceeded
+	var rx *quota.RequestsExceeded
+	switch {
+	case errors.As(err, &ex):
+		s.metrics.QuotaRefused(metrics.QuotaScope(ex.Scope))
+	case errors.As(err, &rx):
+		s.metrics.QuotaRefused(metrics.QuotaRequests)
+	}
 }
 
 func (s *Server) release(id string) {

@@ -131,7 +131,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 	a.Fleet, err = upstream.NewFleet(nodes, upstream.FleetOptions{
 		Strategy: cfg.Balancer, Redis: a.rdb, HTTPClient: upstream.DefaultHTTPClient(), Timeout: cfg.UpstreamTimeout,
 		FailureThreshold: cfg.NodeFailures, FailureWindow: cfg.NodeCooldown, Cooldown: cfg.NodeCooldown,
-		Now: o.Now, Logger: o.Logger,
+		Now: o.Now, Logger: o.Logger, OnStart: a.Metrics.UpstreamStarted,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("upstream nodes: %w", err)
@@ -149,7 +149,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 		mux.Handle(task.TypeJobRun, &task.JobHandler{
 			Queue: a.Queue, Store: a.Store, Committer: a.commit, Cache: ch, Upstream: up,
 			Now: o.Now, Logger: o.Logger, IdempotencyTTL: cfg.IdempotencyTTL, Notifier: notifier,
-			Pricing: a.Money.Pricing, Quota: a.Money.Quota,
+			Pricing: a.Money.Pricing, Quota: a.Money.Quota, Metrics: a.Metrics,
 		})
 		mux.Handle(webhook.TypeDeliver, &webhook.Handler{
 			Secrets:   secrets.Secrets,
@@ -169,7 +169,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 				o.Logger.Warn("webhook receiver answered 410 Gone: endpoint disabled", "job_id", p.JobID, "key_default_disabled", off)
 				return err
 			},
-			Now: o.Now, Logger: o.Logger,
+			Now: o.Now, Logger: o.Logger, Metrics: a.Metrics,
 		})
 		mux.Handle(task.TypeRetention, &task.RetentionHandler{Store: a.Store, Retention: cfg.Retention, Now: o.Now, Logger: o.Logger})
 		mux.Handle(task.TypeReconcile, &task.ReconcileHandler{Queue: a.Queue, Store: a.Store, Now: o.Now, Logger: o.Logger,

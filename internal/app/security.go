@@ -74,7 +74,10 @@ func (a *App) initSecurity(ctx context.Context, o Options) error {
 	a.Registry = prometheus.NewRegistry()
 	mo := metrics.Options{Logger: o.Logger}
 	if o.Roles.Scheduler {
+		// State every process shares is reported by one role, read at
+		// scrape: the queues, node health and budgets (metrics.go).
 		mo.Inspector = asynq.NewInspectorFromRedisClient(a.rdb)
+		mo.NodeHealth, mo.Budgets = a.nodeHealth, a.budgetUse
 	}
 	a.Metrics = metrics.New(a.Registry, mo)
 

@@ -10,16 +10,16 @@
 //	claude_response_time_seconds{model}                histogram upstream latency, 0.1 s … 120 s
 //	claude_active_connections                          gauge     upstream calls in flight in this process
 //	claude_tokens_consumed_total{model,user_id}        counter   tokens (all classes) per model and user
-//	claude_errors_total{error_type,model}              counter   failed calls and requests by error type
+//	claude_errors_total{error_type,model}              counter   failed upstream calls (and jobs that found no node) by error type
 //
 // and claudeq's own:
 //
 //	claudeq_cache_requests_total{result}               counter   response-cache lookups: hit | miss
-//	claudeq_quota_refusals_total{scope}                counter   reservations refused: user | department | total
+//	claudeq_quota_refusals_total{scope}                counter   requests refused: user | department | total | requests
 //	claudeq_cost_usd_total{department,model}           counter   settled cost in US dollars
 //	claudeq_budget_used_ratio{scope,department}        gauge     share of a daily budget used: total | department
 //	claudeq_upstream_inflight{node}                    gauge     upstream calls in flight per node
-//	claudeq_upstream_node_health{node,status}          gauge     1 for the node's current status, 0 for the others
+//	claudeq_upstream_node_health{node,status}          gauge     1 for the node's status (healthy | degraded | unhealthy | exhausted), 0 for the others
 //	claudeq_webhook_deliveries_total{outcome}          counter   webhook attempts: success | retry | failed
 //	claudeq_batch_items_total{state}                   counter   batch items: submitted | succeeded | errored | canceled | expired
 //	claudeq_http_requests_total{route,code}            counter   api requests by Echo route template and status
@@ -27,6 +27,11 @@
 //	claudeq_ratelimit_failopen_total                   counter   requests let through because the limiter's Redis failed
 //	claudeq_audit_dropped_total                        counter   audit records dropped (backlog full)
 //	claudeq_audit_backlog                              gauge     audit records waiting to be written
+//
+// With Options.NodeHealth and Options.Budgets set, the node health and
+// budget gauges are read from those sources at every scrape (the state
+// every process shares, reported by one role); see docs/operations.md for
+// which role records what.
 //
 // With Options.Inspector set, the asynq queue metrics are exported too
 // (asynq_queue_size, asynq_queue_latency_seconds, asynq_tasks_enqueued_total

@@ -21,6 +21,9 @@ const Unmatched = "unmatched"
 // that the error handler sees everything the inner ones set (request id).
 // A panic is recorded as a 500 and re-raised.
 func (m *Metrics) HTTP() echo.MiddlewareFunc {
+	if m == nil {
+		return func(next echo.HandlerFunc) echo.HandlerFunc { return next }
+	}
 	return func(next echo.HandlerFunc) echo.HandlerFunc {
 		return func(c echo.Context) (err error) {
 			start := time.Now()

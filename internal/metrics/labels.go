@@ -33,7 +33,10 @@ type QuotaScope string
 const (
 	QuotaUser       QuotaScope = "user"       // the user's daily budget
 	QuotaDepartment QuotaScope = "department" // the department's daily budget
-	QuotaTotal      QuotaScope = "total"      // the gateway's total budget
+	QuotaTotal      QuotaScope = "total"      // the gateway's total budget (daily or monthly)
+	// QuotaRequests is a key's daily request cap (requests_per_day), not
+	// a budget of money; its refusals are counted all the same.
+	QuotaRequests QuotaScope = "requests"
 )
 
 // WebhookOutcome is the outcome of one webhook delivery attempt (label
@@ -70,14 +73,15 @@ const (
 	NodeHealthy   NodeStatus = "healthy"
 	NodeDegraded  NodeStatus = "degraded"
 	NodeUnhealthy NodeStatus = "unhealthy"
+	NodeExhausted NodeStatus = "exhausted" // out of credit or over a spend limit
 )
 
 var (
 	statuses        = set(StatusSuccess, StatusError)
-	quotaScopes     = set(QuotaUser, QuotaDepartment, QuotaTotal)
+	quotaScopes     = set(QuotaUser, QuotaDepartment, QuotaTotal, QuotaRequests)
 	webhookOutcomes = set(WebhookSuccess, WebhookRetry, WebhookFailed)
 	batchStates     = set(BatchSubmitted, BatchSucceeded, BatchErrored, BatchCanceled, BatchExpired)
-	nodeStatuses    = []NodeStatus{NodeHealthy, NodeDegraded, NodeUnhealthy}
+	nodeStatuses    = []NodeStatus{NodeHealthy, NodeDegraded, NodeUnhealthy, NodeExhausted}
 )
 
 func set[T ~string](vs ...T) map[T]struct{} {

@@ -1,10 +1,12 @@
 package metrics
 
 import (
+	"context"
 	"log/slog"
 	"math"
 	"net/http"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -47,9 +49,35 @@ type Options struct {
 	// queues at every scrape. Register it in one role only (the scheduler,
 	// say): every process that does reports the same queues.
 	Inspector *asynq.Inspector
+	// NodeHealth, when set, is read at every scrape and replaces what
+	// SetNodeHealth recorded: claudeq_upstream_node_health then shows the
+	// health every process shares (the balancer's state in Redis), not
+	// what this process last saw. Set it in one role only, as Inspector.
+	NodeHealth func(ctx context.Context) ([]NodeHealth, error)
+	// Budgets, when set, is read at every scrape and replaces what
+	// SetBudgetUsed recorded (claudeq_budget_used_ratio), likewise.
+	Budgets func(ctx context.Context) ([]BudgetUse, error)
 	// Logger receives collection errors. Default: discard.
 	Logger *slog.Logger
 }
+
+// NodeHealth is one upstream node's health, for Options.NodeHealth.
+type NodeHealth struct {
+	Node   string
+	Status NodeStatus
+}
+
+// BudgetUse is the share of one daily budget that is spent or reserved
+// (0–1, above 1 when overspent), for Options.Budgets: Scope QuotaTotal
+// with Department "", or QuotaDepartment; other scopes are ignored.
+type BudgetUse struct {
+	Scope      QuotaScope
+	Department string
+	Ratio      float64
+}
+
+// sourceTimeout bounds one read of Options.NodeHealth or Options.Budgets.
+const sourceTimeout = 5 * time.Second
 
 func orDefault(v, def int) int {
 	switch {
@@ -71,7 +99,8 @@ var responseTimeBuckets = []float64{0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20,
 var httpBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120}
 
 // Metrics records claudeq's metrics into one registry. It is safe for
-// concurrent use.
+// concurrent use. A nil *Metrics records nothing: every method is a no-op
+// on it, so that components take an optional one.
 type Metrics struct {
 	requests      *prometheus.CounterVec
 	responseTime  *prometheus.HistogramVec
@@ -190,11 +219,20 @@ func New(reg *prometheus.Registry, opts Options) *Metrics {
 		models:    newBounded(orDefault(opts.MaxModelLabels, DefaultMaxModelLabels)),
 		nodes:     newBounded(orDefault(opts.MaxNodeLabels, DefaultMaxNodeLabels)),
 	}
+	var budget, nodeHealth prometheus.Collector = m.budget, m.nodeHealth
+	if opts.Budgets != nil {
+		budget = &refreshed{vec: m.budget, what: "budgets", log: opts.Logger,
+			fill: func(ctx context.Context) error { return m.fillBudgets(ctx, opts.Budgets) }}
+	}
+	if opts.NodeHealth != nil {
+		nodeHealth = &refreshed{vec: m.nodeHealth, what: "upstream node health", log: opts.Logger,
+			fill: func(ctx context.Context) error { return m.fillNodeHealth(ctx, opts.NodeHealth) }}
+	}
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.responseTime, m.active, m.tokens, m.errors,
-		m.cache, m.quota, m.cost, m.budget, m.inflight, m.nodeHealth, m.webhooks, m.batchItems,
+		m.cache, m.quota, m.cost, budget, m.inflight, nodeHealth, m.webhooks, m.batchItems,
 		m.httpRequests, m.httpDuration, m.failOpen, m.auditDropped, m.auditBacklog,
 	)
 	// Counters with a small closed label set start at zero, so that rate()
@@ -235,6 +273,9 @@ func Handler(reg *prometheus.Registry) http.Handler {
 // model id; userID beyond Options.MaxUserLabels is counted as "other".
 // Record the error's type with Error as well when status is StatusError.
 func (m *Metrics) ObserveUpstream(model string, status Status, userType string, d time.Duration, tokens int64, userID string) {
+	if m == nil {
+		return
+	}
 	model = m.models.value(model)
 	m.requests.WithLabelValues(model, enum(status, statuses), m.userTypes.value(userType)).Inc()
 	m.responseTime.WithLabelValues(model).Observe(d.Seconds())
@@ -246,6 +287,9 @@ func (m *Metrics) ObserveUpstream(model string, status Status, userType string, 
 // Error counts one error of kind for model in claude_errors_total; model
 // may be empty when the request never got as far as choosing one.
 func (m *Metrics) Error(kind claudeq.Kind, model string) {
+	if m == nil {
+		return
+	}
 	m.errors.WithLabelValues(kind.String(), m.models.value(model)).Inc()
 }
 
@@ -254,6 +298,9 @@ func (m *Metrics) Error(kind claudeq.Kind, model string) {
 // returns the function that marks it finished. Calling done more than once
 // has no further effect.
 func (m *Metrics) UpstreamStarted(node string) (done func()) {
+	if m == nil {
+		return func() {}
+	}
 	g := m.inflight.WithLabelValues(m.nodes.value(node))
 	g.Inc()
 	m.active.Inc()
@@ -267,14 +314,25 @@ func (m *Metrics) UpstreamStarted(node string) (done func()) {
 }
 
 // CacheHit counts a response-cache lookup that found an answer.
-func (m *Metrics) CacheHit() { m.cache.WithLabelValues("hit").Inc() }
+func (m *Metrics) CacheHit() {
+	if m != nil {
+		m.cache.WithLabelValues("hit").Inc()
+	}
+}
 
 // CacheMiss counts a response-cache lookup that found none.
-func (m *Metrics) CacheMiss() { m.cache.WithLabelValues("miss").Inc() }
+func (m *Metrics) CacheMiss() {
+	if m != nil {
+		m.cache.WithLabelValues("miss").Inc()
+	}
+}
 
 // QuotaRefused counts a request refused because the budget of scope would
 // be exceeded.
 func (m *Metrics) QuotaRefused(scope QuotaScope) {
+	if m == nil {
+		return
+	}
 	m.quota.WithLabelValues(enum(scope, quotaScopes)).Inc()
 }
 
@@ -283,7 +341,7 @@ func (m *Metrics) QuotaRefused(scope QuotaScope) {
 // counted as "other". Zero, negative, infinite and NaN amounts are ignored
 // (a counter only grows): record settled costs, never reservations.
 func (m *Metrics) AddCost(department, model string, usd float64) {
-	if !(usd > 0) || math.IsInf(usd, 1) {
+	if m == nil || !(usd > 0) || math.IsInf(usd, 1) {
 		return
 	}
 	m.cost.WithLabelValues(m.depts.value(department), m.models.value(model)).Add(usd)
@@ -295,7 +353,7 @@ func (m *Metrics) AddCost(department, model string, usd float64) {
 // budgets are not exported (user ids would make the series unbounded) and
 // QuotaUser is ignored. The alert "budget near exhaustion" reads it.
 func (m *Metrics) SetBudgetUsed(scope QuotaScope, department string, ratio float64) {
-	if math.IsNaN(ratio) {
+	if m == nil || math.IsNaN(ratio) {
 		return
 	}
 	switch scope {
@@ -309,6 +367,9 @@ func (m *Metrics) SetBudgetUsed(scope QuotaScope, department string, ratio float
 // SetNodeHealth records node's current health: 1 on its status series, 0
 // on the others.
 func (m *Metrics) SetNodeHealth(node string, status NodeStatus) {
+	if m == nil {
+		return
+	}
 	n := m.nodes.value(node)
 	for _, s := range nodeStatuses {
 		v := 0.0
@@ -321,12 +382,15 @@ func (m *Metrics) SetNodeHealth(node string, status NodeStatus) {
 
 // WebhookDelivery counts one webhook delivery attempt by outcome.
 func (m *Metrics) WebhookDelivery(outcome WebhookOutcome) {
+	if m == nil {
+		return
+	}
 	m.webhooks.WithLabelValues(enum(outcome, webhookOutcomes)).Inc()
 }
 
 // BatchItems counts n batch items that reached state.
 func (m *Metrics) BatchItems(state BatchState, n int) {
-	if n <= 0 {
+	if m == nil || n <= 0 {
 		return
 	}
 	m.batchItems.WithLabelValues(enum(state, batchStates)).Add(float64(n))
@@ -334,17 +398,98 @@ func (m *Metrics) BatchItems(state BatchState, n int) {
 
 // RateLimitFailOpen counts a request let through because the rate
 // limiter's Redis failed (rate limits fail open, on purpose).
-func (m *Metrics) RateLimitFailOpen() { m.failOpen.Inc() }
+func (m *Metrics) RateLimitFailOpen() {
+	if m != nil {
+		m.failOpen.Inc()
+	}
+}
 
 // AuditDropped counts n audit records dropped.
 func (m *Metrics) AuditDropped(n int) {
-	if n > 0 {
+	if m != nil && n > 0 {
 		m.auditDropped.Add(float64(n))
 	}
 }
 
 // SetAuditBacklog records how many audit records wait to be written.
-func (m *Metrics) SetAuditBacklog(n int) { m.auditBacklog.Set(float64(n)) }
+func (m *Metrics) SetAuditBacklog(n int) {
+	if m != nil {
+		m.auditBacklog.Set(float64(n))
+	}
+}
+
+// fillNodeHealth records the health src reports for every node.
+func (m *Metrics) fillNodeHealth(ctx context.Context, src func(context.Context) ([]NodeHealth, error)) error {
+	nodes, err := src(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		m.SetNodeHealth(n.Node, n.Status)
+	}
+	return nil
+}
+
+// fillBudgets records the budget use src reports. Departments beyond the
+// label bound share "other", which shows the highest of their ratios (the
+// one an alert cares about).
+func (m *Metrics) fillBudgets(ctx context.Context, src func(context.Context) ([]BudgetUse, error)) error {
+	uses, err := src(ctx)
+	if err != nil {
+		return err
+	}
+	type series struct{ scope, dept string }
+	top := make(map[series]float64, len(uses))
+	for _, u := range uses {
+		var k series
+		switch u.Scope {
+		case QuotaTotal:
+			k = series{string(QuotaTotal), ""}
+		case QuotaDepartment:
+			k = series{string(QuotaDepartment), m.depts.value(u.Department)}
+		default:
+			continue
+		}
+		if math.IsNaN(u.Ratio) {
+			continue
+		}
+		if v, ok := top[k]; !ok || u.Ratio > v {
+			top[k] = u.Ratio
+		}
+	}
+	for k, v := range top {
+		m.budget.WithLabelValues(k.scope, k.dept).Set(v)
+	}
+	return nil
+}
+
+// refreshed is a gauge vector refilled from a source at every scrape: its
+// series are exactly what the source reports now (none when it fails), so
+// a value never outlives the state it describes.
+type refreshed struct {
+	mu   sync.Mutex // one refill and collection at a time
+	vec  *prometheus.GaugeVec
+	fill func(ctx context.Context) error
+	what string
+	log  *slog.Logger
+}
+
+// Describe implements prometheus.Collector.
+func (r *refreshed) Describe(ch chan<- *prometheus.Desc) { r.vec.Describe(ch) }
+
+// Collect implements prometheus.Collector.
+func (r *refreshed) Collect(ch chan<- prometheus.Metric) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.vec.Reset()
+	ctx, cancel := context.WithTimeout(context.Background(), sourceTimeout)
+	defer cancel()
+	if err := r.fill(ctx); err != nil {
+		r.log.Warn("collect "+r.what, "err", err)
+		r.vec.Reset()
+	}
+	r.vec.Collect(ch)
+}
 
 // observeHTTP records one answered HTTP request.
 func (m *Metrics) observeHTTP(route string, code int, d time.Duration) {

@@ -2,6 +2,7 @@ package metrics_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -450,6 +451,74 @@ func TestQueueCollectorRedisDown(t *testing.T) {
 	require.NotContains(t, f, "asynq_queue_size")
 	// The rest of the registry is still served.
 	require.Contains(t, f, "claudeq_cache_requests_total")
+}
+
+// TestSharedStateSources: with Options.NodeHealth and Options.Budgets the
+// node health and budget gauges show what the sources say at each scrape,
+// and nothing when a source fails, never an older value.
+func TestSharedStateSources(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	nodes := []metrics.NodeHealth{{Node: "node-a", Status: metrics.NodeHealthy}, {Node: "node-b", Status: metrics.NodeExhausted}}
+	budgets := []metrics.BudgetUse{
+		{Scope: metrics.QuotaTotal, Ratio: 0.25},
+		{Scope: metrics.QuotaDepartment, Department: "research", Ratio: 0.5},
+		{Scope: metrics.QuotaDepartment, Department: "sales", Ratio: 0.7}, // beyond the bound: "other"
+		{Scope: metrics.QuotaDepartment, Department: "legal", Ratio: 0.9}, // "other" shows the highest
+		{Scope: metrics.QuotaUser, Department: "alice", Ratio: 1},         // not exported
+	}
+	var fail error
+	b := setup(t, metrics.Options{
+		MaxDepartmentLabels: 1,
+		NodeHealth: func(ctx context.Context) ([]metrics.NodeHealth, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return nodes, fail
+		},
+		Budgets: func(ctx context.Context) ([]metrics.BudgetUse, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return budgets, fail
+		},
+	})
+	b.m.SetNodeHealth("node-z", metrics.NodeHealthy) // replaced by the source at scrape
+	f := scrape(t, b.url)
+	health := "claudeq_upstream_node_health"
+	require.Equal(t, []string{"node-a", "node-b"}, labelValues(f, health, "node"))
+	require.Equal(t, 1.0, value(t, f, health, map[string]string{"node": "node-a", "status": "healthy"}))
+	require.Equal(t, 0.0, value(t, f, health, map[string]string{"node": "node-a", "status": "exhausted"}))
+	require.Equal(t, 1.0, value(t, f, health, map[string]string{"node": "node-b", "status": "exhausted"}))
+	require.Equal(t, 0.0, value(t, f, health, map[string]string{"node": "node-b", "status": "healthy"}))
+	budget := "claudeq_budget_used_ratio"
+	require.Len(t, f[budget].GetMetric(), 3)
+	require.Equal(t, 0.25, value(t, f, budget, map[string]string{"scope": "total", "department": ""}))
+	require.Equal(t, 0.5, value(t, f, budget, map[string]string{"scope": "department", "department": "research"}))
+	require.Equal(t, 0.9, value(t, f, budget, map[string]string{"scope": "department", "department": "other"}))
+
+	mu.Lock()
+	nodes = []metrics.NodeHealth{{Node: "node-a", Status: metrics.NodeUnhealthy}}
+	budgets = budgets[:1]
+	mu.Unlock()
+	f = scrape(t, b.url)
+	require.Equal(t, []string{"node-a"}, labelValues(f, health, "node"))
+	require.Equal(t, 1.0, value(t, f, health, map[string]string{"node": "node-a", "status": "unhealthy"}))
+	require.Len(t, f[budget].GetMetric(), 1)
+
+	mu.Lock()
+	fail = errors.New("redis down")
+	mu.Unlock()
+	f = scrape(t, b.url)
+	require.NotContains(t, f, health)
+	require.NotContains(t, f, budget)
+	require.Contains(t, f, "claudeq_cache_requests_total", "the rest is served")
+}
+
+// TestNilMetricsRecordsNothing: components take an optional *Metrics.
+func TestNilMetricsRecordsNothing(t *testing.T) {
+	t.Parallel()
+	var m *metrics.Metrics
+	require.NotPanics(t, func() { driveAll(m) })
+	require.NotPanics(t, func() { m.QuotaRefused(metrics.QuotaRequests); m.CacheMiss(); m.UpstreamStarted("n")() })
 }
 
 // driveAll records at least one series of every metric.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -428,8 +429,42 @@ type ScopeStatus struct {
 // none) right now: user daily, department daily, gateway daily and
 // monthly, read in one MULTI so that they are consistent with each other.
 func (q *Quota) Status(ctx context.Context, userID, department string) ([]ScopeStatus, error) {
+	return q.read(ctx, "quota.Status", q.scopes(q.opts.Now(), userID, department))
+}
+
+// DailyUse returns the gateway's daily budget and the daily budget of
+// every department that reserved or spent today (sorted by department),
+// for the budget metrics: one SMEMBERS of the day's scope index, then one
+// MULTI. Departments with nothing booked today are left out.
+func (q *Quota) DailyUse(ctx context.Context) ([]ScopeStatus, error) {
+	const op = "quota.DailyUse"
 	now := q.opts.Now()
-	scopes := q.scopes(now, userID, department)
+	day := q.Day(now)
+	members, err := q.rdb.SMembers(ctx, q.indexKey(day)).Result()
+	if err != nil {
+		return nil, unavailable(op, err)
+	}
+	resets := q.ResetsAt(now)
+	prefix := q.deptKey(day, "")
+	var depts []string
+	for _, k := range members {
+		if id, ok := strings.CutPrefix(k, prefix); ok && id != "" {
+			depts = append(depts, id)
+		}
+	}
+	slices.Sort(depts)
+	refs := make([]scopeRef, 0, 1+len(depts))
+	refs = append(refs, scopeRef{scope: ScopeTotal, period: PeriodDaily, id: TotalID, key: q.totalKey(day),
+		field: fieldTotalDaily, def: q.opts.TotalDaily, resets: resets})
+	for _, id := range depts {
+		refs = append(refs, scopeRef{scope: ScopeDepartment, period: PeriodDaily, id: id, key: prefix + id,
+			field: limitField(ScopeDepartment, id), def: q.opts.DepartmentDaily, resets: resets})
+	}
+	return q.read(ctx, op, refs)
+}
+
+// read returns the status of scopes, read in one MULTI.
+func (q *Quota) read(ctx context.Context, op string, scopes []scopeRef) ([]ScopeStatus, error) {
 	counters := make([]*redis.SliceCmd, len(scopes))
 	fields := make([]string, len(scopes))
 	for i, s := range scopes {
@@ -444,7 +479,7 @@ func (q *Quota) Status(ctx context.Context, userID, department string) ([]ScopeS
 		return nil
 	})
 	if err != nil {
-		return nil, unavailable("quota.Status", err)
+		return nil, unavailable(op, err)
 	}
 	out := make([]ScopeStatus, len(scopes))
 	for i, s := range scopes {

@@ -809,3 +809,46 @@ func BenchmarkReserveSettle(b *testing.B) {
 	})
 	b.ReportMetric(float64(n.Load())/time.Since(start).Seconds(), "reserve+settle/s")
 }
+
+func TestDailyUse(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{DepartmentDaily: 1_000, TotalDaily: 10_000})
+	ctx := context.Background()
+	use := func() map[string]ScopeStatus {
+		st, err := b.q.DailyUse(ctx)
+		require.NoError(t, err)
+		out := map[string]ScopeStatus{}
+		for _, s := range st {
+			out[string(s.Scope)+"/"+s.ID] = s
+		}
+		return out
+	}
+	// Nothing booked: only the gateway's budget.
+	got := use()
+	require.Len(t, got, 1)
+	require.Equal(t, ScopeStatus{Scope: ScopeTotal, Period: PeriodDaily, ID: TotalID, Limit: 10_000, Left: 10_000,
+		ResetsAt: b.q.ResetsAt(b.clock.Now())}, got["total/-"])
+
+	require.NoError(t, b.q.Reserve(ctx, Reservation{JobID: "j1", UserID: "u1", Department: "eng", Amount: 300}))
+	require.NoError(t, b.q.Reserve(ctx, Reservation{JobID: "j2", UserID: "u2", Department: "ops:east", Amount: 200}))
+	require.NoError(t, b.q.Reserve(ctx, Reservation{JobID: "j3", UserID: "u3", Amount: 50})) // no department
+	require.NoError(t, b.q.Settle(ctx, "j1", 250))
+	require.NoError(t, b.q.SetLimit(ctx, ScopeDepartment, "ops:east", 400))
+	got = use()
+	require.Len(t, got, 3, "users are not listed: %v", got)
+	require.EqualValues(t, 250, got["department/eng"].Spent)
+	require.EqualValues(t, 0, got["department/eng"].Reserved)
+	require.EqualValues(t, 1_000, got["department/eng"].Limit)
+	require.EqualValues(t, 200, got["department/ops:east"].Reserved)
+	require.EqualValues(t, 400, got["department/ops:east"].Limit, "an override wins")
+	require.EqualValues(t, 250, got["total/-"].Spent)
+	require.EqualValues(t, 250, got["total/-"].Reserved)
+
+	// The next day starts empty.
+	b.clock.Add(24 * time.Hour)
+	require.Len(t, use(), 1)
+
+	b.srv.Kill()
+	_, err := b.q.DailyUse(ctx)
+	require.Equal(t, claudeq.KindUnavailable, claudeq.ErrorKind(err))
+}

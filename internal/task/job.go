@@ -14,6 +14,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/claudeq/claudeq/internal/claudeq"
+	"github.com/claudeq/claudeq/internal/metrics"
 	"github.com/claudeq/claudeq/internal/queue"
 	"github.com/claudeq/claudeq/internal/store"
 	"github.com/claudeq/claudeq/internal/upstream"
@@ -54,6 +55,9 @@ type JobHandler struct {
 	Quota          Quota         // nil: no budgets
 	IdempotencyTTL time.Duration // how long a finished job's state stays in Redis
 	StashTTL       time.Duration // how long an undelivered answer is kept for the retry; default 24h
+	// Metrics records every upstream call (outcome, latency, tokens,
+	// errors) and the cost of every billed job; nil records nothing.
+	Metrics *metrics.Metrics
 }
 
 // ProcessTask implements asynq.Handler.
@@ -164,7 +168,7 @@ func (h *JobHandler) call(ctx context.Context, p *JobPayload, out *outcome) erro
 		Model string `json:"model"`
 	}
 	_ = json.Unmarshal(p.Request, &req)
-	resp, node, err := h.Upstream.Call(ctx, req.Model, p.Request, out.tried)
+	resp, node, err := h.callUpstream(ctx, p, req.Model, p.Request, out.tried)
 	out.node = node
 	for _, fm := range p.FallbackModels {
 		k := claudeq.ErrorKind(err)
@@ -176,7 +180,7 @@ func (h *JobHandler) call(ctx context.Context, p *JobPayload, out *outcome) erro
 			break
 		}
 		h.Logger.Warn("model unavailable; trying a fallback model", "job_id", p.ID, "model", req.Model, "fallback", fm, "err", err)
-		resp, node, err = h.Upstream.Call(ctx, fm, body, nil)
+		resp, node, err = h.callUpstream(ctx, p, fm, body, nil)
 		out.node = node
 		if err == nil {
 			out.requestedModel = req.Model
@@ -184,6 +188,31 @@ func (h *JobHandler) call(ctx context.Context, p *JobPayload, out *outcome) erro
 	}
 	out.resp = resp
 	return err
+}
+
+// callUpstream makes one call for model through h.Upstream and records
+// it: claude_requests_total, claude_response_time_seconds and
+// claude_tokens_consumed_total (all token classes) for the call, and
+// claude_errors_total for a failure. A failure to find any node is an
+// error but no call.
+func (h *JobHandler) callUpstream(ctx context.Context, p *JobPayload, model string, body []byte, avoid []string) (*upstream.Response, string, error) {
+	start := time.Now()
+	resp, node, err := h.Upstream.Call(ctx, model, body, avoid)
+	d := time.Since(start)
+	switch {
+	case err == nil:
+		var tokens int64
+		if resp != nil {
+			tokens = resp.Usage.Total()
+		}
+		h.Metrics.ObserveUpstream(model, metrics.StatusSuccess, p.UserType, d, tokens, p.UserID)
+	case claudeq.ErrorKind(err) == claudeq.KindNoUpstream:
+		h.Metrics.Error(claudeq.KindNoUpstream, model)
+	default:
+		h.Metrics.ObserveUpstream(model, metrics.StatusError, p.UserType, d, 0, p.UserID)
+		h.Metrics.Error(claudeq.ErrorKind(err), model)
+	}
+	return resp, node, err
 }
 
 func usdOf(micros int64) float64 { return float64(micros) / 1e6 }
@@ -271,6 +300,11 @@ func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Tim
 		}
 		h.Logger.Warn("storing job result failed; will retry", "job_id", p.ID, "err", err)
 		return Infra(err)
+	}
+	if e := rec.Ledger; e != nil {
+		// Counted once the entry is durable: a retried finish (the
+		// commit failed) does not count it twice.
+		h.Metrics.AddCost(e.Department, e.Model, usdOf(e.CostMicros))
 	}
 	if err := h.settle(ctx, j); err != nil {
 		h.Logger.Warn("settling the reservation failed; will retry", "job_id", p.ID, "err", err)

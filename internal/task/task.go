@@ -29,6 +29,7 @@ type JobPayload struct {
 	Kind        string          `json:"kind"`
 	UserID      string          `json:"user_id"`
 	Department  string          `json:"department,omitempty"`
+	UserType    string          `json:"user_type,omitempty"` // the key's tier: user_type of the upstream metrics
 	KeyID       string          `json:"key_id,omitempty"`
 	SessionID   string          `json:"session_id,omitempty"`
 	Metadata    map[string]any  `json:"metadata,omitempty"`

@@ -118,6 +118,11 @@ type FleetOptions struct {
 	// Logger receives health transitions and Redis trouble (default:
 	// discard).
 	Logger *slog.Logger
+	// OnStart, if set, is called with the node's name just before a call
+	// is sent to it (after admission), and the function it returns just
+	// after the answer (or failure) came back: for per-node in-flight
+	// metrics. It must not block. Probes are not calls.
+	OnStart func(node string) (done func())
 }
 
 func (o *FleetOptions) validate() []error {
@@ -325,9 +330,16 @@ func (f *Fleet) Call(ctx context.Context, model string, body []byte, avoid []str
 			exclude = append(exclude, n.cfg.Name)
 			continue
 		}
+		var done func()
+		if f.o.OnStart != nil {
+			done = f.o.OnStart(n.cfg.Name)
+		}
 		start := time.Now()
 		resp, err := n.client.Messages(ctx, body)
 		lat := time.Since(start)
+		if done != nil {
+			done()
+		}
 		f.finish(ctx, i, adm, resp, err, lat)
 		return resp, n.cfg.Name, err
 	}

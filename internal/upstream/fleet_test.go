@@ -772,3 +772,54 @@ func TestRedisDownFailsOpen(t *testing.T) {
 	_, err = f.Nodes(context.Background())
 	require.Equal(t, claudeq.KindUnavailable, claudeq.ErrorKind(err))
 }
+
+// TestOnStartBracketsEachCall: the hook sees the node before the call is
+// sent and its done runs once the answer is back, for failed calls too.
+func TestOnStartBracketsEachCall(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	for _, s := range b.sims {
+		s.SetLatency(300*time.Millisecond, 0)
+	}
+	var mu sync.Mutex
+	var started, finished []string
+	inflight := 0
+	f := b.fleet(t, upstream.FleetOptions{OnStart: func(node string) func() {
+		mu.Lock()
+		defer mu.Unlock()
+		started = append(started, node)
+		inflight++
+		return func() {
+			mu.Lock()
+			defer mu.Unlock()
+			finished = append(finished, node)
+			inflight--
+		}
+	}})
+	type result struct {
+		node string
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		_, node, err := f.Call(context.Background(), model, body, nil)
+		res <- result{node, err}
+	}()
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return inflight == 1
+	}, 5*time.Second, 5*time.Millisecond, "in flight while the node answers")
+	r := <-res
+	require.NoError(t, r.err)
+	for _, s := range b.sims {
+		s.Script(sim.Fault529)
+	}
+	_, node2, err := f.Call(context.Background(), model, body, nil)
+	require.Equal(t, claudeq.KindOverloaded, claudeq.ErrorKind(err))
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []string{r.node, node2}, started)
+	require.Equal(t, started, finished)
+	require.Zero(t, inflight)
+}

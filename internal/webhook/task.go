@@ -15,6 +15,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/claudeq/claudeq/internal/claudeq"
+	"github.com/claudeq/claudeq/internal/metrics"
 	"github.com/claudeq/claudeq/internal/queue"
 )
 
@@ -120,6 +121,10 @@ type Handler struct {
 	Now func() time.Time
 	// Logger; nil discards.
 	Logger *slog.Logger
+	// Metrics counts every attempt by outcome (success, retry, failed);
+	// nil counts nothing. A run that made no attempt (secrets unavailable)
+	// is not counted.
+	Metrics *metrics.Metrics
 }
 
 // infraError marks a failure of our own stores: no attempt was made, so it
@@ -170,10 +175,12 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	h.record(ctx, log, p, n, at, res)
 
 	if res.Err == nil {
+		h.Metrics.WebhookDelivery(metrics.WebhookSuccess)
 		log.Debug("webhook delivered", "attempt", n, "status", res.Status, "latency", res.Latency)
 		return nil
 	}
 	if res.Disable {
+		h.Metrics.WebhookDelivery(metrics.WebhookFailed)
 		log.Warn("webhook endpoint gone (410): giving up and disabling it", "url", p.URL)
 		if h.OnGone != nil {
 			if err := h.OnGone(context.WithoutCancel(ctx), p); err != nil {
@@ -184,15 +191,18 @@ func (h *Handler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	if claudeq.ErrorKind(res.Err) == claudeq.KindInvalidRequest {
 		// The URL no longer passes the policy: retrying cannot help.
+		h.Metrics.WebhookDelivery(metrics.WebhookFailed)
 		log.Warn("webhook URL refused by policy; giving up", "err", res.Err)
 		return fmt.Errorf("%s: %w: %w", TypeDeliver, res.Err, asynq.SkipRetry)
 	}
 	next, ok := schedule.Next(n)
 	if !ok {
+		h.Metrics.WebhookDelivery(metrics.WebhookFailed)
 		log.Warn("webhook delivery failed for the last time; giving up", "attempt", n, "err", res.Err)
 		return fmt.Errorf("%s: attempt %d of %d: %w: %w", TypeDeliver, n, len(schedule), res.Err, asynq.SkipRetry)
 	}
 	next = max(next, res.RetryAfter, time.Millisecond) // 0 would read as "no delay given"
+	h.Metrics.WebhookDelivery(metrics.WebhookRetry)
 	log.Info("webhook delivery failed; will retry", "attempt", n, "status", res.Status, "retry_in", next, "err", res.Err)
 	return &claudeq.Error{
 		Kind:       claudeq.KindUpstream,

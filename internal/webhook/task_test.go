@@ -10,9 +10,11 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/claudeq/claudeq/internal/claudeq"
+	"github.com/claudeq/claudeq/internal/metrics"
 	"github.com/claudeq/claudeq/internal/store"
 	"github.com/claudeq/claudeq/internal/webhook"
 	sw "github.com/claudeq/claudeq/pkg/webhook"
@@ -77,14 +79,15 @@ func TestHandler(t *testing.T) {
 		wantSkip  bool
 		wantDelay time.Duration
 		wantGone  bool
+		outcome   string // claudeq_webhook_deliveries_total
 	}{
-		{name: "2xx succeeds", status: 204},
-		{name: "5xx retries after the schedule's next wait", status: 500, wantErr: true, wantDelay: fast[1]},
-		{name: "429 retries after the larger Retry-After", status: 429, header: map[string]string{"Retry-After": "120"}, wantErr: true, wantDelay: 2 * time.Minute},
-		{name: "503 Retry-After shorter than the schedule", status: 503, header: map[string]string{"Retry-After": "1"}, schedule: webhook.Schedule{0, time.Hour}, wantErr: true, wantDelay: time.Hour},
-		{name: "3xx is a failure", status: 302, header: map[string]string{"Location": "http://127.0.0.1:1/"}, wantErr: true, wantDelay: fast[1]},
-		{name: "410 stops and disables", status: 410, wantErr: true, wantSkip: true, wantGone: true},
-		{name: "last attempt of the schedule gives up", status: 500, schedule: webhook.Schedule{0}, wantErr: true, wantSkip: true},
+		{name: "2xx succeeds", status: 204, outcome: "success"},
+		{name: "5xx retries after the schedule's next wait", status: 500, wantErr: true, wantDelay: fast[1], outcome: "retry"},
+		{name: "429 retries after the larger Retry-After", status: 429, header: map[string]string{"Retry-After": "120"}, wantErr: true, wantDelay: 2 * time.Minute, outcome: "retry"},
+		{name: "503 Retry-After shorter than the schedule", status: 503, header: map[string]string{"Retry-After": "1"}, schedule: webhook.Schedule{0, time.Hour}, wantErr: true, wantDelay: time.Hour, outcome: "retry"},
+		{name: "3xx is a failure", status: 302, header: map[string]string{"Location": "http://127.0.0.1:1/"}, wantErr: true, wantDelay: fast[1], outcome: "retry"},
+		{name: "410 stops and disables", status: 410, wantErr: true, wantSkip: true, wantGone: true, outcome: "failed"},
+		{name: "last attempt of the schedule gives up", status: 500, schedule: webhook.Schedule{0}, wantErr: true, wantSkip: true, outcome: "failed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -103,6 +106,7 @@ func TestHandler(t *testing.T) {
 			if tt.schedule != nil {
 				schedule = tt.schedule
 			}
+			reg := prometheus.NewRegistry()
 			h := &webhook.Handler{
 				Secrets:   func(context.Context, string) ([]string, error) { return []string{secret}, nil },
 				Deliverer: webhook.NewDeliverer(config(t, "http://127.0.0.1", nil)),
@@ -110,6 +114,7 @@ func TestHandler(t *testing.T) {
 				Schedule:  schedule,
 				OnGone:    func(_ context.Context, p webhook.Payload) error { gone = append(gone, p); return nil },
 				Now:       func() time.Time { return at },
+				Metrics:   metrics.New(reg, metrics.Options{}),
 			}
 			p := webhook.Payload{DeliveryID: "msg_1", JobID: "job_1", UserID: "u1", URL: rcv.URL + "/hook", Event: json.RawMessage(`{"type":"job.succeeded"}`)}
 			task, err := webhook.NewDeliverTask(p)
@@ -129,6 +134,7 @@ func TestHandler(t *testing.T) {
 				}
 			}
 			require.Equal(t, tt.wantGone, len(gone) == 1)
+			require.Equal(t, map[string]float64{"success": 0, "retry": 0, "failed": 0, tt.outcome: 1}, deliveries(t, reg))
 
 			got := rec.attempts()
 			require.Len(t, got, 1)
@@ -167,7 +173,9 @@ func TestHandlerDoesNotSend(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			rec := &memRecorder{}
-			h := &webhook.Handler{Secrets: tt.secrets, Deliverer: webhook.NewDeliverer(config(t, tt.allow, nil)), Recorder: rec}
+			reg := prometheus.NewRegistry()
+			h := &webhook.Handler{Secrets: tt.secrets, Deliverer: webhook.NewDeliverer(config(t, tt.allow, nil)), Recorder: rec,
+				Metrics: metrics.New(reg, metrics.Options{})}
 			payload := tt.payload
 			if payload == nil {
 				var err error
@@ -181,6 +189,11 @@ func TestHandlerDoesNotSend(t *testing.T) {
 			if tt.wantKind != claudeq.KindInternal {
 				require.Equal(t, tt.wantKind, claudeq.ErrorKind(err))
 			}
+			want := map[string]float64{"success": 0, "retry": 0, "failed": 0}
+			if tt.wantKind == claudeq.KindInvalidRequest {
+				want["failed"] = 1 // refused by the policy: given up
+			}
+			require.Equal(t, want, deliveries(t, reg))
 			if tt.wantInfra {
 				require.Empty(t, rec.attempts(), "no attempt was made")
 				d, ok := webhook.NextDelay(err)
@@ -190,4 +203,21 @@ func TestHandlerDoesNotSend(t *testing.T) {
 		})
 	}
 	require.Zero(t, rcv.conns.Load())
+}
+
+// deliveries returns claudeq_webhook_deliveries_total by outcome.
+func deliveries(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	require.NoError(t, err)
+	out := map[string]float64{}
+	for _, f := range fams {
+		if f.GetName() != "claudeq_webhook_deliveries_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			out[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+		}
+	}
+	return out
 }
