@@ -71,7 +71,9 @@ func (h *JobHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.ID == "" {
 		return fmt.Errorf("job:run: bad payload: %v: %w", err, asynq.SkipRetry)
 	}
-	log := h.Logger.With("job_id", p.ID, "user_id", p.UserID)
+	taskID, _ := asynq.GetTaskID(ctx)
+	qname, _ := asynq.GetQueueName(ctx)
+	log := h.Logger.With("job_id", p.ID, "task_id", taskID, "queue", qname, "user_id", p.UserID)
 	started := h.Now().UTC()
 	prev, err := h.Queue.Start(ctx, p.ID, started)
 	if err != nil {
@@ -328,7 +330,15 @@ func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Tim
 	if node == "stash" {
 		_ = h.Queue.Unstash(ctx, p.ID)
 	}
-	h.Logger.Info("job finished", "job_id", p.ID, "status", status, "node", node)
+	taskID, _ := asynq.GetTaskID(ctx)
+	qname, _ := asynq.GetQueueName(ctx)
+	attempt, _ := asynq.GetRetryCount(ctx)
+	var tokens int64
+	if j.Usage != nil {
+		tokens = j.Usage.Total()
+	}
+	h.Logger.Info("job finished", "job_id", p.ID, "task_id", taskID, "queue", qname, "user_id", p.UserID,
+		"status", status, "node", node, "model", j.Model, "attempt", attempt+1, "tokens", tokens)
 	return nil
 }
 
