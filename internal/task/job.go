@@ -54,6 +54,7 @@ type JobHandler struct {
 	Quota          Quota         // nil: no budgets
 	IdempotencyTTL time.Duration // how long a finished job's state stays in Redis
 	StashTTL       time.Duration // how long an undelivered answer is kept for the retry; default 24h
+	Batches        *Batches      // the batch side of batch requests (batch.go); required for them
 }
 
 // ProcessTask implements asynq.Handler.
@@ -77,12 +78,15 @@ func (h *JobHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	case claudeq.StatusSucceeded, claudeq.StatusFailed:
 		return nil // finished before; its completion mark was lost
 	case claudeq.StatusCanceled:
+		if p.BatchID != "" {
+			return nil // the batch's cancel or expiry (Batches.Drain) writes its record
+		}
 		return h.finish(ctx, &p, started, claudeq.StatusCanceled, outcome{jerr: &claudeq.JobError{Type: "canceled", Message: "job canceled before it ran"}})
 	case claudeq.StatusRunning, "":
 		// A re-run: a worker died, or Redis lost the completion mark.
 		if j, err := h.Store.Job(ctx, p.ID); err == nil {
 			log.Info("job already finished; not running it again", "status", j.Status)
-			if err := h.settle(ctx, j); err != nil {
+			if err := h.settle(ctx, &p, j); err != nil {
 				return err
 			}
 			if err := h.Notifier.Notify(ctx, j, usdOf(j.CostMicros)); err != nil {
@@ -219,7 +223,7 @@ func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Tim
 		ID: p.ID, Kind: p.Kind, Status: status, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID,
 		SessionID: p.SessionID, Metadata: p.Metadata, RequestHash: p.RequestHash, Error: jerr,
 		Attempts: n + 1, CreatedAt: p.CreatedAt.UTC(), FinishedAt: &now, WebhookURL: p.WebhookURL,
-		RequestedModel: out.requestedModel, RouteReason: p.RouteReason,
+		RequestedModel: out.requestedModel, RouteReason: p.RouteReason, BatchID: p.BatchID, CustomID: p.CustomID,
 	}
 	if node != "" && node != "stash" {
 		j.Nodes = append(slices.Clone(out.tried), node)
@@ -245,6 +249,9 @@ func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Tim
 		if resp.Model != "" {
 			j.Model = resp.Model
 		}
+	}
+	if resp != nil && p.BatchID == "" { // batch requests keep no conversation: their record has the answer
+		u := resp.Usage
 		rec.Turn = &store.Turn{
 			JobID: p.ID, UserID: p.UserID, SessionID: p.SessionID, Model: j.Model,
 			Messages: turnMessages(req.Messages, resp.Raw, p.SessionID != "", p.ID, now),
@@ -272,7 +279,7 @@ func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Tim
 		h.Logger.Warn("storing job result failed; will retry", "job_id", p.ID, "err", err)
 		return Infra(err)
 	}
-	if err := h.settle(ctx, j); err != nil {
+	if err := h.settle(ctx, p, j); err != nil {
 		h.Logger.Warn("settling the reservation failed; will retry", "job_id", p.ID, "err", err)
 		return err
 	}
