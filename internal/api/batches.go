@@ -352,7 +352,9 @@ func (h *batchAPI) enqueue(c echo.Context, b *claudeq.Batch, items []batchItem) 
 // offending path.
 func readRequests(body io.Reader, maxRequests int, fn func(i int, customID string, params json.RawMessage) error) error {
 	dec := json.NewDecoder(bufio.NewReaderSize(body, 64<<10))
-	bad := func(format string, args ...any) error { return claudeq.Errorf(claudeq.KindInvalidRequest, format, args...) }
+	bad := func(format string, args ...any) error {
+		return claudeq.Errorf(claudeq.KindInvalidRequest, format, args...)
+	}
 	tok, err := dec.Token()
 	if err != nil {
 		return streamErr(err)
@@ -390,7 +392,7 @@ func readRequests(body io.Reader, maxRequests int, fn func(i int, customID strin
 				return streamErr(err)
 			}
 			var item struct {
-				CustomID *string        `json:"custom_id"`
+				CustomID *string         `json:"custom_id"`
 				Params   json.RawMessage `json:"params"`
 			}
 			if err := decodeStrict(raw, &item); err != nil {
