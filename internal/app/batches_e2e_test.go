@@ -22,8 +22,10 @@ import (
 
 	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/pricing"
+	"github.com/claudeq/claudeq/internal/queue"
 	"github.com/claudeq/claudeq/internal/quota"
 	"github.com/claudeq/claudeq/internal/store"
+	"github.com/claudeq/claudeq/internal/task"
 )
 
 // The Message Batches API, driven with the official Go SDK as an Anthropic
@@ -314,7 +316,7 @@ func TestBatchCancelMidway(t *testing.T) {
 func TestBatchRefusedWhenItsWorstCaseExceedsTheBudget(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	base := e.all("CLAUDEQ_QUOTA_USER_DAILY_USD", "0.05")
+	base := e.all("CLAUDEQ_QUOTA_USER_DAILY_USD", "0.05", "CLAUDEQ_RECONCILE_INTERVAL", "1s", "CLAUDEQ_QUOTA_RECONCILE_AFTER", "1s")
 	key, _ := e.key("alice", "research", claudeq.ScopeBatches)
 	c := batchClient(base, key)
 	opus := func(n int, maxTokens int64) anthropic.MessageBatchNewParams {
@@ -351,10 +353,22 @@ func TestBatchRefusedWhenItsWorstCaseExceedsTheBudget(t *testing.T) {
 
 	// A batch whose worst case fits ($0.03) is accepted and holds its
 	// reservation while it runs, so a second one that would overshoot the
-	// budget together with it is refused.
-	e.sim.SetLatency(2*time.Second, 0)
+	// budget together with it is refused. The reconciler, which releases
+	// reservations older than 1s whose job is gone, leaves a running
+	// batch's alone.
+	e.sim.SetLatency(5*time.Second, 0)
 	first, err := c.Messages.Batches.New(context.Background(), opus(3, 1000))
 	require.NoError(t, err)
+	insp := asynqInspector(t, e)
+	require.Eventually(t, func() bool {
+		tasks, _ := insp.ListCompletedTasks(queue.Critical)
+		for _, ti := range tasks {
+			if ti.Type == task.TypeReconcile && ti.CompletedAt.After(first.CreatedAt.Add(1500*time.Millisecond)) {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 20*time.Millisecond, "a reconcile pass ran while the batch's reservation was stale")
 	_, err = c.Messages.Batches.New(context.Background(), opus(3, 1000))
 	require.Equal(t, http.StatusTooManyRequests, apiStatus(t, err))
 	waitBatch(t, c, first.ID, 60*time.Second)
