@@ -680,6 +680,15 @@ func (h *batchAPI) delete(c echo.Context) error {
 		return claudeq.Errorf(claudeq.KindInvalidRequest, "batch %s is %s: only an ended batch can be deleted; cancel it first and wait until it has ended", id, b.Status)
 	}
 	ctx := c.Request().Context()
+	// An ended batch whose end is not yet finalized (its last request
+	// finished a moment ago) is finalized first: its reservation released.
+	if active, err := h.d.State.IsActive(ctx, id); err != nil {
+		return err
+	} else if active && h.d.Batches != nil {
+		if err := h.d.Batches.Finalize(ctx, id); err != nil {
+			return err
+		}
+	}
 	if err := h.d.Store.DeleteBatch(ctx, id); err != nil {
 		return err
 	}

@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,10 +22,13 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	"github.com/claudeq/claudeq/internal/app"
 	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/pricing"
 	"github.com/claudeq/claudeq/internal/queue"
 	"github.com/claudeq/claudeq/internal/quota"
+	"github.com/claudeq/claudeq/internal/redistest"
+	"github.com/claudeq/claudeq/internal/sim"
 	"github.com/claudeq/claudeq/internal/store"
 	"github.com/claudeq/claudeq/internal/task"
 )
@@ -619,4 +624,82 @@ func TestLargeBatch(t *testing.T) {
 	e.requireBatchBilledOnce(t, b.ID, ok, nil)
 	t.Logf("batch of %d: submit %.2fs, ended %.1fs after submit started (%.0f requests/s), results %.1f MB in %.2fs",
 		n, submitted.Seconds(), finished.Seconds(), float64(n)/finished.Seconds(), float64(len(r.Body))/1e6, download.Seconds())
+}
+
+// TestBatchUnderUpstreamFaults: with 30 % of upstream calls failing (429,
+// 529, 500) on two nodes, every request still succeeds through retries,
+// and each is billed once.
+func TestBatchUnderUpstreamFaults(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	_, nodes := e.withNodes(2, sim.Config{FaultRate: 0.3, Faults: []string{"429", "529", "500"}, RetryAfter: 100 * time.Millisecond})
+	base := e.all("CLAUDEQ_NODES_FILE", nodes, "CLAUDEQ_WORKER_CONCURRENCY", "50", "CLAUDEQ_JOB_MAX_RETRIES", "20",
+		"CLAUDEQ_NODE_FAILURES", "1000", "CLAUDEQ_QUOTA_USER_DAILY_USD", "5")
+	key, _ := e.key("alice", "research", claudeq.ScopeBatches)
+	c := batchClient(base, key)
+	const n = 300
+	reqs := make([]anthropic.MessageBatchNewParamsRequest, n)
+	for i := range reqs {
+		reqs[i] = textRequest(fmt.Sprintf("f%d", i), "sonnet", fmt.Sprintf("Faulty %d", i), 100)
+	}
+	b, err := c.Messages.Batches.New(context.Background(), anthropic.MessageBatchNewParams{Requests: reqs})
+	require.NoError(t, err)
+	ended := waitBatch(t, c, b.ID, 3*time.Minute)
+	require.EqualValues(t, n, ended.RequestCounts.Succeeded, "%+v", ended.RequestCounts)
+	require.Greater(t, e.totalSimRequests(), int64(n), "faults were retried")
+	rs := batchResults(t, c, b.ID)
+	e.requireBatchBilledOnce(t, b.ID, byType(rs)["succeeded"], nil)
+}
+
+// TestBatchSurvivesKilledWorkerAndRestartedRedis: a worker killed mid-batch
+// and a Redis restart (the completion marks of tasks may be lost: they run
+// again) still end the batch with every request answered once, counted
+// once and billed once.
+func TestBatchSurvivesKilledWorkerAndRestartedRedis(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withRedis(redistest.WithAOF(), redistest.WithArgs("--appendfsync", "always")))
+	e.sim.SetLatency(300*time.Millisecond, 0)
+	a, _ := e.run(app.Roles{API: true, Scheduler: true}, "CLAUDEQ_RECONCILE_INTERVAL", "1s", "CLAUDEQ_QUOTA_RECONCILE_AFTER", "5s",
+		"CLAUDEQ_QUOTA_USER_DAILY_USD", "5")
+	base := "http://" + a.Addr()
+	key, _ := e.key("alice", "research", claudeq.ScopeBatches)
+	c := batchClient(base, key)
+
+	worker := exec.Command(os.Args[0], "-test.run=^$")
+	worker.Env = append(os.Environ(), "CLAUDEQ_E2E_ROLE=worker", "CLAUDEQ_WORKER_CONCURRENCY=20", "CLAUDEQ_QUOTA_USER_DAILY_USD=5")
+	for k, v := range e.env {
+		worker.Env = append(worker.Env, k+"="+v)
+	}
+	require.NoError(t, worker.Start())
+	t.Cleanup(func() { _ = worker.Process.Kill(); _ = worker.Wait() })
+
+	const n = 150
+	reqs := make([]anthropic.MessageBatchNewParamsRequest, n)
+	for i := range reqs {
+		reqs[i] = textRequest(fmt.Sprintf("k%d", i), "haiku", fmt.Sprintf("Chaos %d", i), 100)
+	}
+	b, err := c.Messages.Batches.New(context.Background(), anthropic.MessageBatchNewParams{Requests: reqs})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return e.sim.Stats().Succeeded >= 40 }, 60*time.Second, 10*time.Millisecond)
+	require.NoError(t, worker.Process.Signal(syscall.SIGKILL))
+	_ = worker.Wait()
+	e.run(app.Roles{Worker: true}, "CLAUDEQ_WORKER_CONCURRENCY", "20", "CLAUDEQ_QUOTA_USER_DAILY_USD", "5")
+	require.Eventually(t, func() bool { return e.sim.Stats().Succeeded >= 90 }, 60*time.Second, 10*time.Millisecond)
+	e.redis.Kill()
+	time.Sleep(time.Second)
+	e.redis.Restart()
+
+	var ended *anthropic.MessageBatch
+	require.Eventually(t, func() bool {
+		cur, err := c.Messages.Batches.Get(context.Background(), b.ID, anthropic.MessageBatchGetParams{})
+		if err != nil {
+			return false // the api answers 503 while Redis restarts
+		}
+		ended = cur
+		return cur.ProcessingStatus == anthropic.MessageBatchProcessingStatusEnded
+	}, 4*time.Minute, 200*time.Millisecond)
+	require.EqualValues(t, n, ended.RequestCounts.Succeeded, "%+v", ended.RequestCounts)
+	rs := batchResults(t, c, b.ID)
+	require.Len(t, rs, n)
+	e.requireBatchBilledOnce(t, b.ID, byType(rs)["succeeded"], nil)
 }

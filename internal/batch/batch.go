@@ -24,6 +24,7 @@ package batch
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"time"
 
@@ -263,6 +264,19 @@ func (s *State) Active(ctx context.Context) ([]string, error) {
 		return nil, unavailable("batch.Active", err)
 	}
 	return ids, nil
+}
+
+// IsActive reports whether batch id is in the active set: not yet
+// retired.
+func (s *State) IsActive(ctx context.Context, id string) (bool, error) {
+	_, err := s.rdb.ZScore(ctx, activeKey, id).Result()
+	if errors.Is(err, redis.Nil) {
+		return false, nil
+	}
+	if err != nil {
+		return false, unavailable("batch.IsActive", err)
+	}
+	return true, nil
 }
 
 // Retire removes batch id from the active set: everything its end needed

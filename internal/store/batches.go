@@ -72,9 +72,9 @@ func batchDoc(b *claudeq.Batch) *claudeq.Batch {
 }
 
 // SaveBatch replaces the document of batch b (when it ends): an update by
-// _id alone, of which a batch has one or two.
+// _id alone, of which a batch has one. A deleted batch stays deleted.
 func (s *Store) SaveBatch(ctx context.Context, b *claudeq.Batch) error {
-	_, err := s.batches().ReplaceOne(ctx, bson.D{{Key: "_id", Value: b.ID}}, batchDoc(b), options.Replace().SetUpsert(true))
+	_, err := s.batches().ReplaceOne(ctx, bson.D{{Key: "_id", Value: b.ID}}, batchDoc(b))
 	if err != nil {
 		return storeDown("store.SaveBatch", err)
 	}
