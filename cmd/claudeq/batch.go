@@ -78,7 +78,7 @@ type waitOpts struct {
 
 func (o *waitOpts) flags(c *cobra.Command) {
 	c.Flags().StringVar(&o.out, "out", "", "write the results (JSONL) to this file when the batches have ended")
-	c.Flags().DurationVar(&o.poll, "poll", time.Second, "how often to ask for the batches' progress")
+	c.Flags().DurationVar(&o.poll, "poll", 2*time.Second, "how often to ask for the batches' progress (backs off when rate limited)")
 	c.Flags().StringVar(&o.progress, "progress", "auto", "progress bar: auto (when stderr is a terminal), on, off")
 }
 
@@ -252,9 +252,17 @@ func (n *batchCounts) add(o batchCounts) {
 
 // apiError is an error answered by the api, in the Anthropic shape.
 type apiError struct {
-	Status  int
-	Type    string
-	Message string
+	Status     int
+	Type       string
+	Message    string
+	RetryAfter time.Duration // from the Retry-After header
+}
+
+// transient reports whether waiting and asking again may succeed: a rate
+// limit, or the api unable to answer for a moment.
+func (e *apiError) transient() bool {
+	return e.Status == http.StatusTooManyRequests && e.Type == "rate_limit_error" ||
+		e.Status == http.StatusServiceUnavailable || e.Status == http.StatusBadGateway || e.Status == http.StatusGatewayTimeout
 }
 
 func (e *apiError) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, e.Type, e.Message) }
@@ -296,6 +304,10 @@ func (b *batchCLI) send(ctx context.Context, method, path string, body []byte) (
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var ra time.Duration
+	if n, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && n > 0 {
+		ra = time.Duration(n) * time.Second
+	}
 	var eb struct {
 		Error struct {
 			Type    string `json:"type"`
@@ -303,9 +315,9 @@ func (b *batchCLI) send(ctx context.Context, method, path string, body []byte) (
 		} `json:"error"`
 	}
 	if json.Unmarshal(raw, &eb) != nil || eb.Error.Type == "" {
-		return nil, &apiError{Status: resp.StatusCode, Type: http.StatusText(resp.StatusCode), Message: strings.TrimSpace(string(raw))}
+		return nil, &apiError{Status: resp.StatusCode, Type: http.StatusText(resp.StatusCode), Message: strings.TrimSpace(string(raw)), RetryAfter: ra}
 	}
-	return nil, &apiError{Status: resp.StatusCode, Type: eb.Error.Type, Message: eb.Error.Message}
+	return nil, &apiError{Status: resp.StatusCode, Type: eb.Error.Type, Message: eb.Error.Message, RetryAfter: ra}
 }
 
 // create submits one batch of requests (raw JSON objects).
@@ -375,11 +387,17 @@ func (b *batchCLI) wait(ctx context.Context, ids []string, wo waitOpts, stderr i
 	}
 	var pb *progressbar.ProgressBar
 	lastLine := time.Now()
+	pause := wo.poll
 	for {
 		var sum batchCounts
 		ended := 0
+		var transient *apiError
 		for _, id := range ids {
 			bt, err := b.get(ctx, id)
+			if ae := (*apiError)(nil); errors.As(err, &ae) && ae.transient() {
+				transient = ae // rate limited, or the api is restarting: wait and ask again
+				break
+			}
 			if err != nil {
 				return sum, err
 			}
@@ -388,6 +406,19 @@ func (b *batchCLI) wait(ctx context.Context, ids []string, wo waitOpts, stderr i
 				ended++
 			}
 		}
+		if transient != nil {
+			pause = min(max(2*pause, transient.RetryAfter, time.Second), time.Minute)
+			if !bar {
+				fmt.Fprintf(stderr, "%s; asking again in %s\n", transient.Error(), pause)
+			}
+			select {
+			case <-ctx.Done():
+				return sum, ctx.Err()
+			case <-time.After(pause):
+			}
+			continue
+		}
+		pause = wo.poll
 		total, done := sum.total(), sum.total()-sum.Processing
 		desc := fmt.Sprintf("%d/%d batches · succeeded %d · errored %d · canceled %d · expired %d",
 			ended, len(ids), sum.Succeeded, sum.Errored, sum.Canceled, sum.Expired)
@@ -415,7 +446,7 @@ func (b *batchCLI) wait(ctx context.Context, ids []string, wo waitOpts, stderr i
 		select {
 		case <-ctx.Done():
 			return sum, ctx.Err()
-		case <-time.After(wo.poll):
+		case <-time.After(pause):
 		}
 	}
 }

@@ -67,6 +67,9 @@ const (
 	DefaultBatchExpiry      = 24 * time.Hour
 )
 
+// batchReadTimeout bounds the upload of a batch create's body.
+const batchReadTimeout = 15 * time.Minute
+
 type batchAPI struct {
 	s *Server
 	d BatchDeps
@@ -150,6 +153,9 @@ func (h *batchAPI) create(c echo.Context) error {
 	if r.ContentLength > o.MaxBytes {
 		return tooLarge
 	}
+	// A body of up to 256 MB may take longer to arrive than the server's
+	// read timeout (60 s) allows other requests.
+	_ = http.NewResponseController(c.Response()).SetReadDeadline(time.Now().Add(batchReadTimeout))
 	p := principalOf(c)
 	now := s.now().UTC().Truncate(time.Millisecond)
 	action := s.policyAction(c)
