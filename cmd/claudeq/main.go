@@ -1,6 +1,6 @@
 // Command claudeq is the operator and user CLI of claudeq: `claudeq dev`
 // runs everything in one process with embedded servers; `claudeq keys`
-// manages API keys.
+// manages API keys; `claudeq batch` runs Message Batches from JSONL files.
 package main
 
 import (
@@ -38,5 +38,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	root.AddCommand(auditCmd(getenv))
 	root.AddCommand(quotaCmd(getenv))
 	root.AddCommand(loadtestCmd(getenv))
+	root.AddCommand(batchCmd(getenv))
 	return root.ExecuteContext(ctx)
 }

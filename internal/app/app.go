@@ -123,6 +123,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 	notifier := &task.Notifier{Client: a.Queue.Client(), PublicURL: cfg.PublicURL, MaxBody: cfg.WebhookMaxBytes,
 		Schedule: cfg.WebhookSchedule, Retention: cfg.IdempotencyTTL, Now: o.Now}
 	secrets := webhook.NewSecretStore(a.rdb, o.Now)
+	batches := a.newBatches(cfg, o, notifier) // batches.go
 
 	nodes := cfg.Nodes
 	if len(nodes) == 0 {
@@ -149,7 +150,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 		mux.Handle(task.TypeJobRun, &task.JobHandler{
 			Queue: a.Queue, Store: a.Store, Committer: a.commit, Cache: ch, Upstream: up,
 			Now: o.Now, Logger: o.Logger, IdempotencyTTL: cfg.IdempotencyTTL, Notifier: notifier,
-			Pricing: a.Money.Pricing, Quota: a.Money.Quota, Metrics: a.Metrics,
+			Pricing: a.Money.Pricing, Quota: a.Money.Quota, Metrics: a.Metrics, Batches: batches,
 		})
 		mux.Handle(webhook.TypeDeliver, &webhook.Handler{
 			Secrets:   secrets.Secrets,
@@ -161,11 +162,21 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 			OnGone: func(ctx context.Context, p webhook.Payload) error {
 				// 410 Gone disables the endpoint: this event stops here, and
 				// a key whose default webhook it is loses it.
-				j, err := a.Store.Job(ctx, p.JobID)
-				if err != nil {
-					return err
+				keyID := ""
+				if claudeq.IsBatchID(p.JobID) {
+					b, err := a.Store.Batch(ctx, p.JobID)
+					if err != nil {
+						return err
+					}
+					keyID = b.KeyID
+				} else {
+					j, err := a.Store.Job(ctx, p.JobID)
+					if err != nil {
+						return err
+					}
+					keyID = j.KeyID
 				}
-				off, err := a.Store.DisableKeyWebhook(ctx, j.KeyID, p.URL, o.Now().UTC())
+				off, err := a.Store.DisableKeyWebhook(ctx, keyID, p.URL, o.Now().UTC())
 				o.Logger.Warn("webhook receiver answered 410 Gone: endpoint disabled", "job_id", p.JobID, "key_default_disabled", off)
 				return err
 			},
@@ -173,7 +184,8 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 		})
 		mux.Handle(task.TypeRetention, &task.RetentionHandler{Store: a.Store, Retention: cfg.Retention, Now: o.Now, Logger: o.Logger})
 		mux.Handle(task.TypeReconcile, &task.ReconcileHandler{Queue: a.Queue, Store: a.Store, Now: o.Now, Logger: o.Logger,
-			Quota: a.Money.Quota, StaleAfter: cfg.QuotaReconcileAfter})
+			Quota: a.Money.Quota, StaleAfter: cfg.QuotaReconcileAfter, Batches: batches})
+		mux.Handle(task.TypeBatchSweep, batches)
 		mux.Handle(task.TypeProbe, &task.ProbeHandler{Fleet: a.Fleet, Logger: o.Logger})
 		mux.Handle(TypeAuditAnchor, a.auditAnchor(o))
 		a.srv = queue.NewServer(a.rdb, queue.ServerOptions{
@@ -211,6 +223,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 			Money:    a.Money,
 			Security: a.apiSecurity(),
 		})
+		a.mountBatches(cfg, batches) // /v1/messages/batches: batches.go
 		if err := a.mountMonitor(o); err != nil {
 			return nil, err
 		}
@@ -299,6 +312,7 @@ func (a *App) schedule(ctx context.Context, now func() time.Time) {
 		{typ: task.TypeRetention, every: a.cfg.RetentionInterval},
 		{typ: task.TypeReconcile, every: a.cfg.ReconcileInterval},
 		{typ: TypeAuditAnchor, every: a.cfg.AuditAnchorInterval},
+		{typ: task.TypeBatchSweep, every: a.cfg.Batches.SweepInterval},
 	}
 	for _, n := range a.Fleet.Names() {
 		b, _ := json.Marshal(task.ProbePayload{Node: n})

@@ -1,9 +1,6 @@
 package app_test
 
 import (
-	"bufio"
-	"encoding/json"
-	"strings"
 	"testing"
 	"time"
 
@@ -33,7 +30,7 @@ func TestLogsAreJSONWithJobContextAndNoContent(t *testing.T) {
 
 	var finished map[string]any
 	require.Eventually(t, func() bool {
-		for _, l := range jsonLines(t, workerLogs.String()) {
+		for _, l := range jsonLines(t, []byte(workerLogs.String())) {
 			if l["msg"] == "job finished" && l["job_id"] == id {
 				finished = l
 				return true
@@ -49,27 +46,10 @@ func TestLogsAreJSONWithJobContextAndNoContent(t *testing.T) {
 	require.EqualValues(t, 1, finished["attempt"])
 
 	for name, logs := range map[string]string{"api": apiLogs.String(), "worker": workerLogs.String()} {
-		jsonLines(t, logs) // every line is a JSON object
+		jsonLines(t, []byte(logs)) // every line is a JSON object
 		require.NotContains(t, logs, "zebra-cobalt", "%s logs contain the prompt", name)
 		require.NotContains(t, logs, answer[:min(len(answer), 40)], "%s logs contain the answer", name)
 		require.NotContains(t, logs, key, "%s logs contain the API key", name)
 		require.NotContains(t, logs, key[len(key)-12:], "%s logs contain part of the API key", name)
 	}
-}
-
-// jsonLines parses logs as one JSON object per line, failing on any other.
-func jsonLines(t *testing.T, logs string) []map[string]any {
-	t.Helper()
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(logs))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if strings.TrimSpace(sc.Text()) == "" {
-			continue
-		}
-		var m map[string]any
-		require.NoError(t, json.Unmarshal(sc.Bytes(), &m), "not a JSON log line: %s", sc.Text())
-		out = append(out, m)
-	}
-	return out
 }

@@ -57,7 +57,11 @@ type Job struct {
 	// RouteReason says why model "auto" chose Model.
 	RouteReason string `json:"route_reason,omitempty" bson:"route_reason,omitempty"`
 	// CostMicros is the billed cost in micro-USD.
-	CostMicros int64      `json:"-" bson:"cost_micros"`
+	CostMicros int64 `json:"-" bson:"cost_micros"`
+	// BatchID and CustomID are set on a request of a Message Batch; its
+	// record lives with the batch's other results (store.Store).
+	BatchID    string     `json:"batch_id,omitempty" bson:"batch_id,omitempty"`
+	CustomID   string     `json:"custom_id,omitempty" bson:"custom_id,omitempty"`
 	CreatedAt  time.Time  `json:"created_at" bson:"created_at"`
 	StartedAt  *time.Time `json:"started_at" bson:"started_at,omitempty"`
 	FinishedAt *time.Time `json:"finished_at" bson:"finished_at,omitempty"`

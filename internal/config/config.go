@@ -191,6 +191,8 @@ type Config struct {
 	// Security holds HTTP hardening, rate limits, the content policy,
 	// encryption at rest, the audit log and monitoring (security.go).
 	Security
+	// Batches holds the Message Batches settings (batches.go).
+	Batches Batches
 }
 
 type loader struct {
@@ -382,6 +384,7 @@ func Load(getenv func(string) string) (Config, error) {
 		l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_RECONCILE_INTERVAL: must be positive"))
 	}
 	c.Security = l.security()
+	c.Batches = l.batches()
 	return c, errors.Join(l.errs...)
 }
 

@@ -64,6 +64,7 @@
 //	<p>:day:<YYYY-MM-DD>:scopes        set of that day's user and dept keys (for Rebuild)
 //	<p>:day:<YYYY-MM-DD>:req:<key id>  string, requests of an API key that day
 //	<p>:res:<job id>                   hash, the reservation record
+//	<p>:res:<job id>:parts             set, the parts closed of a reservation shared by many calls (part.go)
 //	<p>:pending                        zset job id → reservation time (ms), held ones only
 //	<p>:limits                         hash of overrides: user:<id>, department:<id>, total:daily, total:monthly
 //

@@ -74,10 +74,12 @@ func (s *Store) Ping(ctx context.Context) error {
 	return s.db.Client().Ping(ctx, nil)
 }
 
-// Job returns the durable record of job id, or a KindNotFound error.
+// Job returns the durable record of job id, or a KindNotFound error. The
+// record of a batch request (claudeq.BatchItemID) is read from its batch's
+// collection.
 func (s *Store) Job(ctx context.Context, id string) (*claudeq.Job, error) {
 	var j claudeq.Job
-	err := s.jobs.FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&j)
+	err := s.jobsFor(id).FindOne(ctx, bson.D{{Key: "_id", Value: id}}).Decode(&j)
 	if errors.Is(err, mongo.ErrNoDocuments) {
 		return nil, claudeq.Errorf(claudeq.KindNotFound, "job %s not found", id)
 	}

@@ -58,6 +58,7 @@ type JobHandler struct {
 	// Metrics records every upstream call (outcome, latency, tokens,
 	// errors) and the cost of every billed job; nil records nothing.
 	Metrics *metrics.Metrics
+	Batches *Batches // the batch side of batch requests (batch.go); required for them
 }
 
 // ProcessTask implements asynq.Handler.
@@ -83,12 +84,15 @@ func (h *JobHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	case claudeq.StatusSucceeded, claudeq.StatusFailed:
 		return nil // finished before; its completion mark was lost
 	case claudeq.StatusCanceled:
+		if p.BatchID != "" {
+			return nil // the batch's cancel or expiry (Batches.Drain) writes its record
+		}
 		return h.finish(ctx, &p, started, claudeq.StatusCanceled, outcome{jerr: &claudeq.JobError{Type: "canceled", Message: "job canceled before it ran"}})
 	case claudeq.StatusRunning, "":
 		// A re-run: a worker died, or Redis lost the completion mark.
 		if j, err := h.Store.Job(ctx, p.ID); err == nil {
 			log.Info("job already finished; not running it again", "status", j.Status)
-			if err := h.settle(ctx, j); err != nil {
+			if err := h.settle(ctx, &p, j); err != nil {
 				return err
 			}
 			if err := h.Notifier.Notify(ctx, j, usdOf(j.CostMicros)); err != nil {
@@ -250,7 +254,7 @@ func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Tim
 		ID: p.ID, Kind: p.Kind, Status: status, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID,
 		SessionID: p.SessionID, Metadata: p.Metadata, RequestHash: p.RequestHash, Error: jerr,
 		Attempts: n + 1, CreatedAt: p.CreatedAt.UTC(), FinishedAt: &now, WebhookURL: p.WebhookURL,
-		RequestedModel: out.requestedModel, RouteReason: p.RouteReason,
+		RequestedModel: out.requestedModel, RouteReason: p.RouteReason, BatchID: p.BatchID, CustomID: p.CustomID,
 	}
 	if node != "" && node != "stash" {
 		j.Nodes = append(slices.Clone(out.tried), node)
@@ -276,6 +280,9 @@ func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Tim
 		if resp.Model != "" {
 			j.Model = resp.Model
 		}
+	}
+	if resp != nil && p.BatchID == "" { // batch requests keep no conversation: their record has the answer
+		u := resp.Usage
 		rec.Turn = &store.Turn{
 			JobID: p.ID, UserID: p.UserID, SessionID: p.SessionID, Model: j.Model,
 			Messages: turnMessages(req.Messages, resp.Raw, p.SessionID != "", p.ID, now),
@@ -308,7 +315,7 @@ func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Tim
 		// commit failed) does not count it twice.
 		h.Metrics.AddCost(e.Department, e.Model, usdOf(e.CostMicros))
 	}
-	if err := h.settle(ctx, j); err != nil {
+	if err := h.settle(ctx, p, j); err != nil {
 		h.Logger.Warn("settling the reservation failed; will retry", "job_id", p.ID, "err", err)
 		return err
 	}

@@ -2,6 +2,7 @@ package task
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/claudeq/claudeq/internal/claudeq"
@@ -54,9 +55,10 @@ func (h *JobHandler) bill(ctx context.Context, p *JobPayload, j *claudeq.Job, re
 	if h.Pricing == nil || j.Usage == nil {
 		return nil, nil
 	}
-	cost, priced, err := h.Pricing.Cost(j.Model, *j.Usage, false, *j.FinishedAt)
+	batch := p.BatchID != "" // billed at the batch price
+	cost, priced, err := h.Pricing.Cost(j.Model, *j.Usage, batch, *j.FinishedAt)
 	if err != nil && requested != "" && requested != j.Model {
-		cost, priced, err = h.Pricing.Cost(requested, *j.Usage, false, *j.FinishedAt)
+		cost, priced, err = h.Pricing.Cost(requested, *j.Usage, batch, *j.FinishedAt)
 	}
 	if err != nil {
 		// The api accepted the model, so a price must exist; never bill zero
@@ -66,7 +68,7 @@ func (h *JobHandler) bill(ctx context.Context, p *JobPayload, j *claudeq.Job, re
 	j.CostMicros = int64(cost)
 	day := ""
 	if h.Quota != nil {
-		if hold, err := h.Quota.Hold(ctx, p.ID); err == nil {
+		if hold, err := h.Quota.Hold(ctx, reservationOf(p)); err == nil {
 			day = hold.Day
 		} else if claudeq.ErrorKind(err) != claudeq.KindNotFound {
 			return nil, Infra(err)
@@ -76,16 +78,33 @@ func (h *JobHandler) bill(ctx context.Context, p *JobPayload, j *claudeq.Job, re
 		}
 	}
 	e := &store.LedgerEntry{ID: p.ID, JobID: p.ID, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID,
-		Model: j.Model, Usage: *j.Usage, CostMicros: int64(cost), Day: day, At: *j.FinishedAt}
+		Model: j.Model, Usage: *j.Usage, CostMicros: int64(cost), Day: day, At: *j.FinishedAt, Batch: batch}
 	if priced.Fallback || priced.Model != j.Model {
 		e.PricedAs = priced.Model
 	}
 	return e, nil
 }
 
+// reservationOf names the reservation job p is billed against: its own,
+// or its batch's.
+func reservationOf(p *JobPayload) string {
+	if p.BatchID != "" {
+		return p.BatchID
+	}
+	return p.ID
+}
+
 // settle closes a finished job's reservation: to its cost when it
-// succeeded, released otherwise. Idempotent, so a re-run calls it again.
-func (h *JobHandler) settle(ctx context.Context, j *claudeq.Job) error {
+// succeeded, released otherwise; a batch request closes its part of the
+// batch's reservation and is counted in its batch. Idempotent, so a re-run
+// calls it again.
+func (h *JobHandler) settle(ctx context.Context, p *JobPayload, j *claudeq.Job) error {
+	if p.BatchID != "" {
+		if h.Batches == nil {
+			return fmt.Errorf("job %s is a batch request but the worker has no batch handling", p.ID)
+		}
+		return h.Batches.ItemEnded(ctx, p, j)
+	}
 	if h.Quota == nil {
 		return nil
 	}

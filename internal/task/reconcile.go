@@ -33,6 +33,10 @@ type ReconcileHandler struct {
 	// job's cost (or released), and one whose job vanished is released.
 	Quota      StaleQuota
 	StaleAfter time.Duration
+	// Batches, when set, ends lost batch requests in their batch and
+	// decides over batch reservations, which are never released while
+	// their batch runs.
+	Batches *Batches
 }
 
 // StaleQuota lists and closes reservations.
@@ -94,6 +98,14 @@ func (h *ReconcileHandler) reconcileQuota(ctx context.Context) error {
 	}
 	settled, released := 0, 0
 	for _, id := range ids {
+		if claudeq.IsBatchID(id) {
+			if h.Batches != nil {
+				if err := h.Batches.ReconcileReservation(ctx, id); err != nil {
+					return Infra(err)
+				}
+			}
+			continue
+		}
 		j, err := h.Store.Job(ctx, id)
 		switch {
 		case err == nil && j.Status == claudeq.StatusSucceeded:
@@ -146,13 +158,19 @@ func (h *ReconcileHandler) reconcile(ctx context.Context, ti *asynq.TaskInfo) (b
 	j := &claudeq.Job{
 		ID: p.ID, Kind: p.Kind, Status: claudeq.StatusFailed, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID,
 		Model: req.Model, SessionID: p.SessionID, Metadata: p.Metadata, RequestHash: p.RequestHash,
-		Attempts: ti.Retried + 1, CreatedAt: p.CreatedAt.UTC(), FinishedAt: &now,
+		Attempts: ti.Retried + 1, CreatedAt: p.CreatedAt.UTC(), FinishedAt: &now, BatchID: p.BatchID, CustomID: p.CustomID,
 		Error: &claudeq.JobError{Type: ErrWorkerLost, Message: "every attempt ended with its worker stopping (crash or kill) before the job finished; last error: " + ti.LastErr},
 	}
 	if err := h.Store.SaveJob(ctx, j); err != nil {
 		return false, err
 	}
-	if h.Quota != nil {
+	if p.BatchID != "" {
+		if h.Batches != nil {
+			if err := h.Batches.ItemEnded(ctx, &p, j); err != nil {
+				return false, err
+			}
+		}
+	} else if h.Quota != nil {
 		if err := h.Quota.Release(ctx, p.ID); err != nil {
 			return false, err
 		}

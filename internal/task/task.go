@@ -46,6 +46,11 @@ type JobPayload struct {
 	Deferred       bool      `json:"deferred,omitempty"`
 	EstimateMicros int64     `json:"estimate_micros,omitempty"`
 	CreatedAt      time.Time `json:"created_at"`
+	// BatchID and CustomID make the job a request of a Message Batch: it
+	// is billed at the batch price against its share (EstimateMicros) of
+	// the batch's reservation, and counted in its batch (Batches).
+	BatchID  string `json:"batch_id,omitempty"`
+	CustomID string `json:"custom_id,omitempty"`
 }
 
 // infraError marks a failure of our own stores (Redis, MongoDB): the job is
