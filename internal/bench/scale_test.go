@@ -106,8 +106,9 @@ func TestScaleTiny(t *testing.T) {
 	// The tool's self-test.
 	require.NotNil(t, r.Tool)
 	require.Len(t, r.Tool.Runs, 3)
-	pc, _ := r.Tool.PerCore()
-	require.Positive(t, pc)
+	lo, hi, _, _ := r.Tool.PerCore()
+	require.Positive(t, lo)
+	require.GreaterOrEqual(t, hi, lo)
 
 	var md bytes.Buffer
 	require.NoError(t, Render(&md, r))

@@ -18,17 +18,22 @@ type ToolResult struct {
 	loadtest.SelfTestResult
 }
 
-// PerCore returns the highest rate one core of the tool generates (the
-// best req/s per CPU-second of the runs) and that run's name.
-func (t *ToolResult) PerCore() (float64, string) {
-	var best float64
-	var name string
+// PerCore returns the lowest and the highest rate one core of the tool
+// generated over the runs (requests per CPU-second of the generator), and
+// the names of those runs.
+func (t *ToolResult) PerCore() (lo, hi float64, loName, hiName string) {
 	for _, r := range t.Runs {
-		if r.PerCoreRPS > best {
-			best, name = r.PerCoreRPS, r.Name
+		if r.PerCoreRPS <= 0 {
+			continue
+		}
+		if lo == 0 || r.PerCoreRPS < lo {
+			lo, loName = r.PerCoreRPS, r.Name
+		}
+		if r.PerCoreRPS > hi {
+			hi, hiName = r.PerCoreRPS, r.Name
 		}
 	}
-	return best, name
+	return lo, hi, loName, hiName
 }
 
 // RunTool builds cmd/claudeq and runs `claudeq loadtest --self-test`:
