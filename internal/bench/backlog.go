@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/claudeq/claudeq/internal/app"
 )
 
@@ -34,6 +36,7 @@ type BacklogResult struct {
 	APIJobs                     int
 	APIBytesPerJob, APIFillRate float64
 	DirectBytesAtAPIJobs        float64
+	ListpackBytes               float64    // in process, with hash-max-listpack-value ListpackValue
 	Keys                        []KeyBytes // one api-queued job's keys
 	Empty                       int64      // used_memory of the empty Redis, api connected
 	EmptySubmit                 LoadStats  // the submit window at an empty queue
@@ -135,6 +138,14 @@ func RunBacklog(ctx context.Context, e *Env, o *Options) (*BacklogResult, error)
 	res.DirectBytesAtAPIJobs = float64(m1-m0) / float64(so.BacklogAPIJobs)
 	o.logf("backlog: %d jobs in process: %.0f Redis bytes per job", so.BacklogAPIJobs, res.DirectBytesAtAPIJobs)
 
+	// The same again with Redis keeping hashes with values up to 1 KiB in
+	// a listpack (its default is 64 bytes, which the task hash's payload
+	// field exceeds): what a deployment can save with one setting.
+	if res.ListpackBytes, err = e.listpackFill(ctx, f, so.BacklogAPIJobs); err != nil {
+		return nil, err
+	}
+	o.logf("backlog: %d jobs in process, hash-max-listpack-value %d: %.0f Redis bytes per job", so.BacklogAPIJobs, ListpackValue, res.ListpackBytes)
+
 	// 2. In process, level by level, from an empty queue (emptied again
 	// after its submit-latency window).
 	if err := e.Flush(ctx); err != nil {
@@ -185,10 +196,10 @@ func RunBacklog(ctx context.Context, e *Env, o *Options) (*BacklogResult, error)
 	}
 
 	// 3. Time to drain.
+	if err := e.flushBig(ctx); err != nil {
+		return nil, err
+	}
 	if so.BacklogDrainJobs > 0 {
-		if err := e.Flush(ctx); err != nil {
-			return nil, err
-		}
 		t0 := time.Now()
 		n, err := f.Fill(ctx, 64, 0, int64(so.BacklogDrainJobs), time.Time{})
 		if err != nil {
@@ -230,6 +241,41 @@ func RunBacklog(ctx context.Context, e *Env, o *Options) (*BacklogResult, error)
 	return res, e.Flush(ctx)
 }
 
+// ListpackValue is the hash-max-listpack-value of S3's variant.
+const ListpackValue = 1024
+
+// listpackFill measures Redis bytes per job of n jobs queued in process
+// with hash-max-listpack-value at ListpackValue, and restores the setting.
+func (e *Env) listpackFill(ctx context.Context, f *DirectFiller, n int) (float64, error) {
+	old, err := e.RDB.ConfigGet(ctx, "hash-max-listpack-value").Result()
+	if err != nil {
+		return 0, err
+	}
+	prev, ok := old["hash-max-listpack-value"]
+	if !ok {
+		return 0, fmt.Errorf("CONFIG GET hash-max-listpack-value: %v", old)
+	}
+	defer e.RDB.ConfigSet(context.WithoutCancel(ctx), "hash-max-listpack-value", prev)
+	if err := e.RDB.ConfigSet(ctx, "hash-max-listpack-value", strconv.Itoa(ListpackValue)).Err(); err != nil {
+		return 0, err
+	}
+	if err := e.Flush(ctx); err != nil {
+		return 0, err
+	}
+	m0, err := e.usedMemory(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := f.Fill(ctx, 64, 0, int64(n), time.Time{}); err != nil {
+		return 0, err
+	}
+	m1, err := e.usedMemory(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return float64(m1-m0) / float64(n), nil
+}
+
 // probeSubmit measures api submit latency: a closed loop of 8 clients
 // for BacklogProbe after a 200 ms warm-up.
 func (e *Env) probeSubmit(ctx context.Context, o *Options, base string) LoadStats {
@@ -238,16 +284,43 @@ func (e *Env) probeSubmit(ctx context.Context, o *Options, base string) LoadStat
 	return ClosedLoop(ctx, 8, 200*time.Millisecond, o.BacklogProbe, e.usage, s.Call())
 }
 
-// usedMemory returns INFO memory's used_memory.
+// flushBig empties a Redis that may hold millions of keys: FLUSHALL
+// takes seconds then, longer than the env client's read timeout.
+func (e *Env) flushBig(ctx context.Context) error {
+	c := redis.NewClient(&redis.Options{Addr: e.Redis.Addr, PoolSize: 1, ReadTimeout: 5 * time.Minute})
+	defer c.Close()
+	return c.FlushAll(ctx).Err()
+}
+
+// usedMemory returns INFO memory's used_memory less the memory of client
+// connections (their query and reply buffers): the memory the data
+// takes, including Redis's keyspace and expiry tables. A pool that opens
+// more connections during a fill must not count as bytes per job.
 func (e *Env) usedMemory(ctx context.Context) (int64, error) {
 	info, err := e.RDB.Info(ctx, "memory").Result()
 	if err != nil {
 		return 0, err
 	}
+	var used, clients int64
+	found := false
 	for _, l := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "used_memory:"); ok {
-			return strconv.ParseInt(v, 10, 64)
+		k, v, ok := strings.Cut(strings.TrimSpace(l), ":")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			continue
+		}
+		switch k {
+		case "used_memory":
+			used, found = n, true
+		case "mem_clients_normal", "mem_clients_slaves":
+			clients += n
 		}
 	}
-	return 0, fmt.Errorf("INFO memory: no used_memory")
+	if !found {
+		return 0, fmt.Errorf("INFO memory: no used_memory")
+	}
+	return used - clients, nil
 }

@@ -81,6 +81,10 @@ func scaleSummary(p printer, r *Report) (misses []string) {
 		for _, l := range b.Levels {
 			lo, hi = min(lo, l.BytesPerJob), max(hi, l.BytesPerJob)
 		}
+		if b.ListpackBytes > 0 {
+			p("| S3. Redis bytes per queued job, %s queued, hash-max-listpack-value %d | %s B | %d B payload + %d B | %s× | ≤ payload + %d B | %s |", num(float64(b.APIJobs)), ListpackValue, num(b.ListpackBytes),
+				b.PayloadBytes, BacklogTarget, rx(b.ListpackBytes/limit), BacklogTarget, verdict(b.ListpackBytes <= limit))
+		}
 		p("| S3. bytes per job, largest ÷ smallest over %s–%s queued | %s B | %s B | %s× | flat | — |", num(float64(b.Levels[0].Queued)), num(float64(last.Queued)), num(hi), num(lo), rx(ratio(hi, lo)))
 		p("| S3. submit p50 / p99 at %s queued vs empty | %v / %v | %v / %v | %s× (p50) | unchanged | — |", num(float64(last.Queued)), ms(last.Submit.P50), ms(last.Submit.P99),
 			ms(b.EmptySubmit.P50), ms(b.EmptySubmit.P99), rx(ratio(float64(last.Submit.P50), float64(b.EmptySubmit.P50))))
@@ -199,15 +203,30 @@ func renderWorkers(p printer, r *Report) {
 	if t := Median(per); t > 0 {
 		ncpu := float64(r.Machine.GOMAXPROCS)
 		ceiling := ncpu / (t / 1e9)
-		p("Where the knee is: a claudeq job costs %s µs of CPU in all (median of the one-process runs): %s in the worker process, %s in the bench process (FerretDB storing the job, its conversation turn and ledger entry), %s in redis-server and %s in the simulator. However many worker processes run, %d CPUs cannot finish more than %d ÷ %s µs = **%s jobs/s**; one process reached %s (%.0f%% of that ceiling). Redis used %s µs per job, so it would saturate one CPU only at about %s jobs/s: on this machine the CPUs run out long before Redis does, and a second worker process competes for them with the first, FerretDB and Redis rather than adding capacity.",
+		p("Where the knee is: a claudeq job costs %s µs of CPU in all (median of the one-process runs): %s in the worker process, %s in the bench process (FerretDB storing the job, its conversation turn and ledger entry), %s in redis-server and %s in the simulator. However many worker processes run, %d CPUs cannot finish more than %d ÷ %s µs = **%s jobs/s**. One process reached %s jobs/s (%.0f%% of that ceiling)%s. Redis used %s µs per job: it would fill one CPU only at about %s jobs/s, so on this machine the CPUs run out before Redis does.",
 			num(t/1e3), num(Median(wk)/1e3), num(Median(bn)/1e3), num(Median(rd)/1e3), num(Median(sm)/1e3), int(ncpu), int(ncpu), num(t/1e3), num(ceiling), num(one), 100*one/ceiling,
-			num(Median(rd)/1e3), num(1e9/Median(rd)))
-		if two > 0 {
-			p("With two processes the measured rate is %s jobs/s (%s× one). The ≥ %s× target assumes a core free for each worker process; it is a statement about machines where Redis and MongoDB run elsewhere (or on more cores): there, each worker process needs about %s µs of CPU per job of its own, so %s jobs/s per worker core.",
-				num(two), rx(ratio(two, one)), rx(ScaleUpTarget), num(Median(wk)/1e3), num(1e9/Median(wk)))
+			twoNote(two, one, ceiling), num(Median(rd)/1e3), num(1e9/Median(rd)))
+		var others []float64
+		for _, d := range w.Runs {
+			if d.System == "claudeq" {
+				others = append(others, d.Others())
+			}
 		}
+		if o := Median(others); o > 0.2 {
+			p("Other processes on the machine used a median %.2f CPUs during the claudeq drains (the *other load* column), CPUs the job path could not use: the ceiling above assumes the machine to itself.", o)
+		}
+		p("The ≥ %s× target for a second worker process assumes a core free for it: it holds where Redis and MongoDB run on other machines (or more cores) — there each worker process needs about %s µs of CPU per job of its own, %s jobs/s per worker core — not on %d CPUs shared by workers, FerretDB, Redis and the simulator.",
+			rx(ScaleUpTarget), num(Median(wk)/1e3), num(1e9/Median(wk)), int(ncpu))
 		p("")
 	}
+}
+
+// twoNote describes the two-process rate against one and the ceiling.
+func twoNote(two, one, ceiling float64) string {
+	if two <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(", two processes %s jobs/s (%.0f%%, %s× one)", num(two), 100*two/ceiling, rx(ratio(two, one)))
 }
 
 func procCounts(w *WorkersResult) []int {
@@ -253,10 +272,10 @@ func renderSlow(p printer, r *Report) {
 	}
 	p("")
 	x := s.Runs[len(s.Runs)-1]
-	p("Why the ratio falls as N grows: with a fixed latency the jobs run in waves — N calls start together and come back together %v later — and the worker then has N jobs to finish (store, settle, cache, mark done) at once before their slots take new jobs. Finishing is CPU work shared with FerretDB and Redis on %s CPUs, so a wave of N jobs takes about N ÷ (the S1 drain rate) to clear; that time is added to each round. With N = %s, %s jobs/s would need the whole job path to run at least that fast; S1 shows what it reaches on this machine. Holding the jobs in flight is cheap: the worker's CPU per job barely changes with N, and memory grows by the amount per job in the table.",
-		x.Latency, r.Machine.NProc, num(float64(x.InFlight)), num(x.Ideal()))
+	p("Why the ratio falls as N grows: with a fixed latency the jobs run in waves — N calls start together and come back together %v later — and the worker then has N jobs to finish (store, settle, cache, mark done) at once before their slots take new jobs. Finishing is CPU work shared with FerretDB and Redis on %s CPUs, so a wave of N jobs takes about N ÷ (the S1 drain rate) to clear; that time is added to each round. With N = %s, %s jobs/s would need the whole job path to run at least that fast; S1 shows what it reaches on this machine. %s",
+		x.Latency, r.Machine.NProc, num(float64(x.InFlight)), num(x.Ideal()), slowCPUNote(s))
 	p("")
-	p("Limits on jobs in flight, none of which caps N here: asynq's concurrency is CLAUDEQ_WORKER_CONCURRENCY (default 100); the go-redis pool has max(64, concurrency + 16) connections; the upstream HTTP client (`upstream.DefaultHTTPClient`) has no per-host connection cap (`MaxConnsPerHost` 0) and keeps up to 1,024 idle connections per host; the MongoDB driver's pool (100) is not per job, because finished jobs are written in groups; the process needs a file descriptor per upstream and per Redis connection (the peak is in the table; Go raises the soft RLIMIT_NOFILE to the hard limit at start).")
+	p("Limits on jobs in flight, none of which caps N here: asynq's concurrency is CLAUDEQ_WORKER_CONCURRENCY (default 100); the go-redis pool has max(64, concurrency + 16) connections, each with 8 KiB read and write buffers (`app.RedisBufferSize`; go-redis's default of 32 KiB each made those buffers most of a worker's memory at thousands of jobs in flight); the upstream HTTP client (`upstream.DefaultHTTPClient`) has no per-host connection cap (`MaxConnsPerHost` 0) and keeps up to 1,024 idle connections per host; the MongoDB driver's pool (100) is not per job, because finished jobs are written in groups; the process needs a file descriptor per upstream and per Redis connection (the peak is in the table; Go raises the soft RLIMIT_NOFILE to the hard limit at start).")
 	p("")
 }
 
@@ -267,7 +286,7 @@ func renderBacklog(p printer, r *Report) {
 	}
 	p("### S3. Queue scale: Redis memory, submit latency and drain time as the backlog grows")
 	p("")
-	p("No worker runs while the backlog is built. Redis bytes per queued job = (INFO memory `used_memory` with the backlog − with an empty Redis and the api connected) ÷ jobs queued; the task payload (the JSON job the worker receives: request, ids, hashes) is %d bytes.", b.PayloadBytes)
+	p("No worker runs while the backlog is built. Redis bytes per queued job = (INFO memory `used_memory` less the client connections' buffers (`mem_clients_normal`), with the backlog − with an empty Redis) ÷ jobs queued; the task payload (the JSON job the worker receives: request, ids, hashes) is %d bytes.", b.PayloadBytes)
 	p("")
 	p("Through the api (HTTP, 32 clients): %s jobs left **%s bytes per job** (submitted at %s/s). Through the in-process fill, the api's own `quota.Reserve` and `queue.Submit` on the running app's clients without HTTP (used for the large backlogs, because the api cannot submit a million jobs in a few minutes on this machine): %s bytes per job at the same count. One api-queued job's keys (`MEMORY USAGE`, which counts the key, its value and its allocator overhead, not the queue's list entry or the reservation index):",
 		num(float64(b.APIJobs)), num(b.APIBytesPerJob), num(b.APIFillRate), num(b.DirectBytesAtAPIJobs))
@@ -281,7 +300,12 @@ func renderBacklog(p printer, r *Report) {
 	}
 	p("| the rest: an entry in the pending list (`asynq:{default}:pending`) and in the reservation index (`cq:q:{q}:pending`), the keyspace and expiry tables | %s |", num(b.APIBytesPerJob-float64(sum)))
 	p("")
-	p("| queued jobs | used_memory (MiB) | bytes per job | ÷ (payload + %d B) | in-process fill rate (jobs/s) | submit p50 | submit p99 | submit req/s (8 clients) |", BacklogTarget)
+	if b.ListpackBytes > 0 {
+		p("Redis keeps a hash compact (a listpack) only while every value is at most `hash-max-listpack-value` bytes, 64 by default; asynq's task hash holds the whole payload in one field, so each task hash is a full hash table. With `hash-max-listpack-value %d` (`CONFIG SET` or redis.conf; it applies to hashes created after it) the same %s in-process jobs take **%s bytes per job** instead of %s: a setting worth making on a queue Redis that holds large backlogs. It costs little CPU for hashes of a few fields like these. The figures below use Redis's defaults.",
+			ListpackValue, num(float64(b.APIJobs)), num(b.ListpackBytes), num(b.DirectBytesAtAPIJobs))
+		p("")
+	}
+	p("| queued jobs | used_memory less clients (MiB) | bytes per job | ÷ (payload + %d B) | in-process fill rate (jobs/s) | submit p50 | submit p99 | submit req/s (8 clients) |", BacklogTarget)
 	p("|---:|---:|---:|---:|---:|---:|---:|---:|")
 	p("| 0 | %s | — | — | — | %v | %v | %s |", mb(b.Empty), ms(b.EmptySubmit.P50), ms(b.EmptySubmit.P99), num(b.EmptySubmit.RPS))
 	for _, l := range b.Levels {
@@ -374,7 +398,27 @@ func renderGrowth(p printer, r *Report) {
 	}
 	p("Against the base row: %s.", strings.Join(lines, "; "))
 	p("")
-	p("The knee: the busiest process in most rows is **%s** (up to %.2f CPUs). FerretDB here is the embedded MongoDB-wire server of the bench process storing every finished job (its record, conversation turn and ledger entry, written in groups) in SQLite: it stands for \"Mongo writes\". Redis stays far from a full CPU, and the worker process's own share is the next largest: on %s CPUs the job path is bounded by the machine's CPUs, first by the database writes, then by the workers, not by Redis.", k, busy, r.Machine.NProc)
+	var redisMax, allMax float64
+	var allRow GrowthRow
+	for _, row := range g.Rows {
+		parts := row.Parts()
+		redisMax = max(redisMax, parts[2].Busy)
+		var t float64
+		for _, x := range parts {
+			t += x.Busy
+		}
+		if t > allMax {
+			allMax, allRow = t, row
+		}
+	}
+	order := slices.Clone(allRow.Parts())
+	slices.SortFunc(order, func(a, b GrowthPart) int { return cmpFloat(b.Busy, a.Busy) })
+	var ranked []string
+	for _, x := range order {
+		ranked = append(ranked, fmt.Sprintf("%s %.2f", x.Name, x.Busy))
+	}
+	p("The knee: the busiest process in most rows is **%s** (up to %.2f CPUs). FerretDB here is the embedded MongoDB-wire server of the bench process storing every finished job (its record, conversation turn and ledger entry, written in groups) in SQLite: it stands for \"Mongo writes\". The row that kept the most CPU busy (%s ×%s, %.2f CPUs of %s) split it as %s; Redis used at most %.2f of a CPU in any row. So on this machine the job path is bounded by the CPUs the processes share, and the first to run out is %s — not Redis, which saturates only when it reaches a whole CPU.",
+		k, busy, allRow.Case.Dim, growthFactor(g.Rows[0].Case, allRow.Case), allMax, r.Machine.NProc, strings.Join(ranked, ", "), redisMax, k)
 	p("")
 }
 
@@ -425,4 +469,26 @@ func renderTool(p printer, r *Report) {
 	p("**One core of the tool generates %s–%s requests per CPU-second**: %s in the %s run, %s in the %s run. A paced open loop costs more per request than the unpaced loops when it falls behind its schedule (each tick that finds no idle worker starts a new one, with its own connection), which a busy machine makes happen. The api of this installation accepts a few thousand submits per second (figure 1), so one core of the tool is enough to load it; the report of every `claudeq loadtest` run gives the generator's own CPU, to check.",
 		num(lo), num(hi), num(lo), loName, num(hi), hiName)
 	p("")
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// slowCPUNote compares the worker's CPU per job at the lowest and the
+// highest number of jobs in flight.
+func slowCPUNote(s *SlowResult) string {
+	a, b := s.Runs[0], s.Runs[len(s.Runs)-1]
+	if len(s.Runs) < 2 || a.Done == 0 || b.Done == 0 {
+		return ""
+	}
+	ca, cb := float64(a.WorkerCPU)/float64(a.Done), float64(b.WorkerCPU)/float64(b.Done)
+	return fmt.Sprintf("Holding more jobs in flight changes the worker's CPU per job from %s µs (N = %s) to %s µs (N = %s), %s×; its memory grows by the amount per job in the table.",
+		num(ca/1e3), num(float64(a.InFlight)), num(cb/1e3), num(float64(b.InFlight)), rx(ratio(cb, ca)))
 }

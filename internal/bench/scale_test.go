@@ -77,6 +77,7 @@ func TestScaleTiny(t *testing.T) {
 	require.NotNil(t, b)
 	require.Greater(t, b.APIBytesPerJob, float64(b.PayloadBytes))
 	require.Greater(t, b.DirectBytesAtAPIJobs, float64(b.PayloadBytes))
+	require.Greater(t, b.ListpackBytes, float64(b.PayloadBytes))
 	require.Len(t, b.Levels, 2)
 	require.GreaterOrEqual(t, b.Levels[1].Queued, int64(3000))
 	require.Positive(t, b.Levels[1].Submit.OK)
