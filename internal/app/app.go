@@ -66,6 +66,10 @@ type App struct {
 	security
 }
 
+// RedisBufferSize is the read and the write buffer of each connection of
+// the app's Redis clients.
+const RedisBufferSize = 8 << 10
+
 // Start connects to Redis and MongoDB and starts the requested roles.
 func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error) {
 	if o.Logger == nil {
@@ -87,6 +91,12 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 		return nil, fmt.Errorf("CLAUDEQ_REDIS_URL: %w", err)
 	}
 	ropt.PoolSize = max(64, cfg.WorkerConcurrency+16)
+	// go-redis gives every connection a 32 KiB read and a 32 KiB write
+	// buffer. A worker holding thousands of jobs in flight opens about a
+	// connection per job finishing at once, so those buffers were most of
+	// its memory; job state, payloads and answers are a few KiB, and a
+	// larger value is still read whole, only in more than one read.
+	ropt.ReadBufferSize, ropt.WriteBufferSize = RedisBufferSize, RedisBufferSize
 	a.rdb = redis.NewClient(ropt)
 	a.crdb = a.rdb
 	if cfg.CacheRedisURL != "" && cfg.CacheRedisURL != cfg.RedisURL {
@@ -94,6 +104,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 		if err != nil {
 			return nil, fmt.Errorf("CLAUDEQ_CACHE_REDIS_URL: %w", err)
 		}
+		copt.ReadBufferSize, copt.WriteBufferSize = RedisBufferSize, RedisBufferSize
 		a.crdb = redis.NewClient(copt)
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)

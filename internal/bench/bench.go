@@ -25,6 +25,10 @@
 //     round trips, and figure 1 with budgets configured against without
 //     (interleaved with figure 1's runs).
 //
+// The S figures of issue #9 (worker processes, slow upstream, queue
+// scale, pick-up under load, cost growth, the load generator's rate) run
+// the worker, the simulator and the CLI as child processes: see scale.go.
+//
 // After the measured runs, one extra submit window and one extra drain are
 // CPU-profiled (not counted), and the report says where their time went.
 //
@@ -68,6 +72,7 @@ type Options struct {
 	ProfileDir      string        // when set, the CPU profiles are written here (and Profile is implied)
 	Command         string        // how the run was started, for the report
 	Log             io.Writer     // progress lines; nil: none
+	ScaleOptions                  // the S figures of issue #9 (scale.go)
 }
 
 // DefaultOptions is `make bench`: six to eight minutes on two cores.
@@ -75,7 +80,7 @@ func DefaultOptions() Options {
 	return Options{Duration: 5 * time.Second, Warmup: time.Second, Concurrency: []int{32, 64}, Jobs: 5000, DrainBudget: 20 * time.Second, Reps: 3,
 		LatencyDuration: 5 * time.Second, LatencyMinJobs: 60, LatencyMaxDur: 12 * time.Second, LatencyCap: 1000,
 		MachineIdleWait: 5 * time.Second, PickDuration: time.Second, FleetNodes: 3, MoneyDuration: 3 * time.Second, MoneyClients: 64,
-		Profile: true}
+		Profile: true, ScaleOptions: DefaultScaleOptions()}
 }
 
 // QuickOptions is a smoke run of every figure in well under a minute; its
@@ -83,7 +88,8 @@ func DefaultOptions() Options {
 func QuickOptions() Options {
 	return Options{Duration: time.Second, Warmup: 300 * time.Millisecond, Concurrency: []int{32}, Jobs: 1000, DrainBudget: 10 * time.Second, Reps: 1,
 		LatencyDuration: 2 * time.Second, LatencyMinJobs: 20, LatencyMaxDur: 4 * time.Second, LatencyCap: 1000,
-		MachineIdleWait: time.Second, PickDuration: 200 * time.Millisecond, FleetNodes: 3, MoneyDuration: 500 * time.Millisecond, MoneyClients: 64}
+		MachineIdleWait: time.Second, PickDuration: 200 * time.Millisecond, FleetNodes: 3, MoneyDuration: 500 * time.Millisecond, MoneyClients: 64,
+		ScaleOptions: QuickScaleOptions()}
 }
 
 // FigureNames are the figures -only accepts: submit (1, with figure 6's
@@ -115,19 +121,20 @@ var Intervals = []time.Duration{20 * time.Millisecond, time.Second}
 
 // Report is everything a run measured.
 type Report struct {
-	Machine  Machine
-	Options  Options
-	Submit   []SubmitResult
-	E2E      *E2EResult
-	Latency  []LatencyResult
-	Pick     *PickResult
-	Money    *MoneyResult
-	Profiles []ProfileSummary // where the time of the profiled runs went
-	RateNote string           // how figure 3's rate was chosen
-	Warnings int              // warnings and errors the app logged during the run
-	FirstLog []string         // the distinct ones, with their counts
-	Started  time.Time
-	Took     time.Duration
+	Machine     Machine
+	Options     Options
+	Submit      []SubmitResult
+	E2E         *E2EResult
+	Latency     []LatencyResult
+	Pick        *PickResult
+	Money       *MoneyResult
+	Profiles    []ProfileSummary // where the time of the profiled runs went
+	RateNote    string           // how figure 3's rate was chosen
+	Warnings    int              // warnings and errors the app logged during the run
+	FirstLog    []string         // the distinct ones, with their counts
+	Started     time.Time
+	Took        time.Duration
+	ScaleReport // the S figures of issue #9 (scale.go)
 }
 
 // Run starts the environment, runs the chosen figures and returns their
@@ -199,6 +206,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if r.Latency, err = RunLatency(ctx, e, &o, rate, Intervals); err != nil {
 			return nil, fmt.Errorf("figure 3 (latency): %w", err)
 		}
+	}
+	if err := runScale(ctx, e, &o, r); err != nil {
+		return nil, err
 	}
 	r.Warnings, r.FirstLog = e.Log.Counts()
 	r.Took = time.Since(r.Started)

@@ -120,6 +120,7 @@ func Render(w io.Writer, r *Report) error {
 		sub, fl := Median(rps(m.Subject)), Median(rps(m.Floor))
 		p("| 6. quota Reserve+Settle, %d goroutines | %s pairs/s | %s pairs/s (two no-op Lua calls) | %s× | — | — |", m.Clients, num(sub), num(fl), rx(ratio(sub, fl)))
 	}
+	misses = append(misses, scaleSummary(p, r)...)
 	p("")
 	if len(misses) > 0 {
 		p("**Targets missed:**")
@@ -235,13 +236,14 @@ func Render(w io.Writer, r *Report) error {
 	renderFleet(p, r)
 	renderMoney(p, r)
 	renderAudit(p, r)
+	renderScale(p, r)
 	renderProfiles(p, r)
 
 	p("## How measured / rerun")
 	p("")
 	p("```sh")
-	p("make bench                                        # = go run ./scripts/bench -out docs/benchmarks.md, about 6–8 minutes")
-	p("go run ./scripts/bench -quick -out /tmp/bench.md  # smoke run, about a minute; numbers not comparable")
+	p("make bench                                        # = go run ./scripts/bench -out docs/benchmarks.md, about 20 minutes")
+	p("go run ./scripts/bench -quick -out /tmp/bench.md  # smoke run, about two minutes; numbers not comparable")
 	p("go run ./scripts/bench -only e2e -cpuprofile /tmp/prof -out /tmp/bench.md  # some figures (%s), keeping the CPU profiles", strings.Join(FigureNames, ", "))
 	p("```")
 	p("")

@@ -193,6 +193,12 @@ func TestSubmitOnlyOpenLoop(t *testing.T) {
 	require.Equal(t, rep.StatusCodes[500], rep.ErrorTypes["api_error"])
 	require.Nil(t, rep.EndToEnd)
 	sane(t, "submit", rep.Latency)
+	// The generator says what it cost, so that a reader can tell whether it
+	// held the rate down.
+	require.Positive(t, rep.GeneratorCPU)
+	var md bytes.Buffer
+	require.NoError(t, rep.WriteMarkdown(&md))
+	require.Regexp(t, `\| generator CPU \| [0-9.]+[µm]?s, [0-9.]+ cores on average of GOMAXPROCS [0-9]+`, md.String())
 }
 
 func TestSyncAgainstSimulator(t *testing.T) {

@@ -96,6 +96,14 @@ type Report struct {
 	TimelineWidth time.Duration   `json:"timeline_width_ns"`
 	Timeline      []TimelinePoint `json:"timeline"`
 
+	// GeneratorCPU is the CPU time (user and system) this process used
+	// during the run: the generator's own when it runs as `claudeq
+	// loadtest`. Divided by Elapsed, it says how many cores the generator
+	// kept busy, to compare with GOMAXPROCS (is the tool the bottleneck?)
+	// and with the rate one core generates (`claudeq loadtest --self-test`).
+	// Zero where it is not measured.
+	GeneratorCPU time.Duration `json:"generator_cpu_ns,omitempty"`
+
 	// TimedOut: Config.Timeout cut the run short; Interrupted: its context
 	// was canceled. What was cut counts as "unfinished".
 	TimedOut    bool `json:"timed_out,omitempty"`
@@ -284,6 +292,14 @@ func (r *Report) overview() [][2]string {
 			v += fmt.Sprintf(", %d cache hits at submit", r.CacheHits)
 		}
 		rows = append(rows, [2]string{"cache", v})
+	}
+	if r.GeneratorCPU > 0 && r.Elapsed > 0 {
+		cores := r.GeneratorCPU.Seconds() / r.Elapsed.Seconds()
+		v := fmt.Sprintf("%s, %s cores on average of GOMAXPROCS %d", fmtDur(r.GeneratorCPU), fmtFloat(cores), r.GOMAXPROCS)
+		if cores >= 0.8*float64(max(r.GOMAXPROCS, 1)) {
+			v += ": the generator was nearly saturated and may have held the rate down; run it with more cores or on another machine"
+		}
+		rows = append(rows, [2]string{"generator CPU", v})
 	}
 	if r.TimedOut {
 		rows = append(rows, [2]string{"note", "the timeout cut the run short"})

@@ -90,6 +90,7 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		defer r.client.CloseIdleConnections() // Run may be called again and again
 	}
 
+	cpu0 := processCPU()
 	started := time.Now()
 	r.rec = newRecorder(started, r.waitJobs)
 	stopProgress := startProgress(c, r)
@@ -103,6 +104,9 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	stopProgress()
 
 	rep := r.report(started, elapsed)
+	if cpu := processCPU() - cpu0; cpu0 > 0 && cpu > 0 {
+		rep.GeneratorCPU = cpu
+	}
 	rep.Interrupted = ctx.Err() != nil
 	rep.TimedOut = !rep.Interrupted && runCtx.Err() != nil && rep.ErrorTypes["unfinished"] > 0
 	return rep, nil

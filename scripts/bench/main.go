@@ -2,8 +2,9 @@
 // writes the report (docs/benchmarks.md under `make bench`). See package
 // internal/bench for what is measured and how.
 //
-//	go run ./scripts/bench -out docs/benchmarks.md   # the full run, about 6–8 minutes
-//	go run ./scripts/bench -quick -out /tmp/b.md     # smoke run, about a minute
+//	go run ./scripts/bench -out docs/benchmarks.md   # the full run, about 20 minutes
+//	go run ./scripts/bench -quick -out /tmp/b.md     # smoke run, about two minutes
+//	go run ./scripts/bench -only workers,slow,backlog,pickup,growth,tool -out /tmp/s.md  # issue #9's S figures
 package main
 
 import (
@@ -47,6 +48,9 @@ func run() error {
 		noProf   = flag.Bool("noprofile", false, "skip the extra profiled runs and the report's \"Where the time goes\"")
 		pickDur  = flag.Duration("pick-duration", 0, fmt.Sprintf("figure 4: timed picks per strategy and fleet size (default %v)", def.PickDuration))
 		moneyDur = flag.Duration("money-duration", 0, fmt.Sprintf("figure 6: window of each Reserve+Settle run (default %v)", def.MoneyDuration))
+		procJobs = flag.Int("proc-jobs", 0, fmt.Sprintf("S1: jobs each worker-process drain handles (default %d)", def.ProcJobs))
+		inflight = flag.String("slow-inflight", "", "S2: jobs in flight of each slow-upstream run, comma-separated (default 200,2000)")
+		levels   = flag.String("backlog-levels", "", "S3: queued jobs at which Redis memory is measured, comma-separated (default 10000,100000,1000000)")
 	)
 	flag.Parse()
 	o := def
@@ -60,14 +64,11 @@ func run() error {
 		o.Warmup = *warmup
 	}
 	if *clients != "" {
-		o.Concurrency = nil
-		for _, s := range strings.Split(*clients, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(s))
-			if err != nil || n < 1 {
-				return fmt.Errorf("-clients: %q is not a positive number", s)
-			}
-			o.Concurrency = append(o.Concurrency, n)
+		ns, err := positives("-clients", *clients)
+		if err != nil {
+			return err
 		}
+		o.Concurrency = ns
 	}
 	if *jobs > 0 {
 		o.Jobs = *jobs
@@ -86,6 +87,23 @@ func run() error {
 	}
 	if *moneyDur > 0 {
 		o.MoneyDuration = *moneyDur
+	}
+	if *procJobs > 0 {
+		o.ProcJobs = *procJobs
+	}
+	if *inflight != "" {
+		ns, err := positives("-slow-inflight", *inflight)
+		if err != nil {
+			return err
+		}
+		o.SlowInFlight = ns
+	}
+	if *levels != "" {
+		ns, err := positives("-backlog-levels", *levels)
+		if err != nil {
+			return err
+		}
+		o.BacklogLevels = ns
 	}
 	if *noProf {
 		o.Profile = false
@@ -137,4 +155,17 @@ func run() error {
 	}
 	fmt.Fprintln(os.Stderr)
 	return nil
+}
+
+// positives parses a comma-separated list of positive numbers.
+func positives(flag, list string) ([]int, error) {
+	var out []int
+	for _, s := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%s: %q is not a positive number", flag, s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
