@@ -35,7 +35,7 @@ type proc struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{} // closed when the current process has exited
-	errs error          // the last Wait error
+	errs error         // the last Wait error
 	pids []int
 }
 
@@ -237,4 +237,3 @@ func dialable(addr string) bool {
 	_ = c.Close()
 	return true
 }
-
