@@ -234,3 +234,14 @@ func (c *cluster) user(id, dept string) user {
 		Tier: "standard", Scopes: []string{claudeq.ScopeJobs}, CreatedAt: time.Now().UTC()}))
 	return user{Key: key, ID: id, Dept: dept}
 }
+
+// requireRunning fails the test if a process of the cluster that should
+// run has exited (crashed in the chaos).
+func (c *cluster) requireRunning() {
+	c.t.Helper()
+	for _, group := range [][]*role{c.apis, c.workers, c.schedulers} {
+		for _, r := range group {
+			require.True(c.t, r.running(), "%s exited: %v\n%s", r.name, r.waitErr(), tail(r.logPath, 20))
+		}
+	}
+}

@@ -42,6 +42,7 @@ type submitter struct {
 	noRetryAfter int                        // 429 and 503 answers without Retry-After
 	unexpected   []string                   // samples of other answers
 	unaccepted   int                        // idem requests given up
+	replays      int                        // answers with Idempotent-Replayed: true
 	lat          *hdrhistogram.Histogram    // answered submits' latency, µs
 }
 
@@ -122,8 +123,8 @@ func (s *submitter) one(ctx context.Context) {
 	for attempt := 0; ; attempt++ {
 		urls := s.urls()
 		base := urls[(int(i)+attempt)%len(urls)]
-		status, ra, id, sample := s.post(ctx, base, u, b, key)
-		s.note(status, ra, id, sample, u, key)
+		status, ra, id, sample, replay := s.post(ctx, base, u, b, key)
+		s.note(status, ra, id, sample, u, key, replay)
 		if id != "" || !s.idem || ctx.Err() != nil {
 			return
 		}
@@ -146,10 +147,10 @@ func (s *submitter) one(ctx context.Context) {
 }
 
 // post sends one attempt; id is set for a 202 or an idempotent replay.
-func (s *submitter) post(ctx context.Context, base string, u user, body []byte, key string) (status int, retryAfter time.Duration, id, sample string) {
+func (s *submitter) post(ctx context.Context, base string, u user, body []byte, key string) (status int, retryAfter time.Duration, id, sample string, replay bool) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/claude/chat", bytes.NewReader(body))
 	if err != nil {
-		return 0, 0, "", err.Error()
+		return 0, 0, "", err.Error(), false
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+u.Key)
@@ -161,7 +162,7 @@ func (s *submitter) post(ctx context.Context, base string, u user, body []byte, 
 	resp, err := s.client.Do(req)
 	s.inFlt.Add(-1)
 	if err != nil {
-		return 0, 0, "", err.Error()
+		return 0, 0, "", err.Error(), false
 	}
 	defer resp.Body.Close()
 	rb, err := io.ReadAll(resp.Body)
@@ -169,7 +170,7 @@ func (s *submitter) post(ctx context.Context, base string, u user, body []byte, 
 	_ = s.lat.RecordValue(max(time.Since(t0).Microseconds(), 1))
 	s.mu.Unlock()
 	if err != nil {
-		return 0, 0, "", err.Error()
+		return 0, 0, "", err.Error(), false
 	}
 	if v := resp.Header.Get("Retry-After"); v != "" {
 		if n, err := strconv.Atoi(v); err == nil {
@@ -182,16 +183,19 @@ func (s *submitter) post(ctx context.Context, base string, u user, body []byte, 
 			ID string `json:"id"`
 		}
 		if json.Unmarshal(rb, &m) == nil && m.ID != "" {
-			return resp.StatusCode, retryAfter, m.ID, ""
+			return resp.StatusCode, retryAfter, m.ID, "", resp.Header.Get("Idempotent-Replayed") == "true"
 		}
 	}
-	return resp.StatusCode, retryAfter, "", string(rb)
+	return resp.StatusCode, retryAfter, "", string(rb), false
 }
 
-func (s *submitter) note(status int, ra time.Duration, id, sample string, u user, key string) {
+func (s *submitter) note(status int, ra time.Duration, id, sample string, u user, key string, replay bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.statuses[status]++
+	if replay {
+		s.replays++
+	}
 	if id != "" {
 		if _, ok := s.accepted[id]; !ok {
 			s.accepted[id] = u.ID
@@ -211,6 +215,28 @@ func (s *submitter) note(status int, ra time.Duration, id, sample string, u user
 	if status != 0 && status != http.StatusTooManyRequests && status != http.StatusServiceUnavailable && len(s.unexpected) < 10 {
 		s.unexpected = append(s.unexpected, fmt.Sprintf("%d %s", status, strings.TrimSpace(sample)))
 	}
+}
+
+// answers returns a copy of the answers by status so far.
+func (s *submitter) answers() map[int]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[int]int, len(s.statuses))
+	for k, v := range s.statuses {
+		out[k] = v
+	}
+	return out
+}
+
+// since returns the answers by status between two snapshots.
+func since(before, after map[int]int) map[int]int {
+	out := map[int]int{}
+	for k, v := range after {
+		if d := v - before[k]; d > 0 {
+			out[k] = d
+		}
+	}
+	return out
 }
 
 // ids returns the accepted job ids.
