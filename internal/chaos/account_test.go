@@ -96,6 +96,7 @@ type accounting struct {
 	FailedBy                    map[string]int // failed jobs by error type
 	Unacknowledged              int            // records of jobs the clients never got a 202 for
 	Reruns                      int            // jobs with more than one attempt
+	Attempts                    int            // attempts of all jobs (a crash or a retry is one more)
 	Calls                       int            // upstream calls (all simulators)
 	CallsBy                     map[string]int // upstream calls by status
 	WebhookEvents, Deliveries   int
@@ -114,8 +115,8 @@ func (a accounting) CallsPerSuccess() float64 {
 }
 
 func (a accounting) String() string {
-	return fmt.Sprintf("%d accepted: %d succeeded, %d failed %v; %d re-run; %d records without a 202; %d upstream calls %v (%.2f per success); %d webhook events in %d deliveries; Redis agreed with the records %.1f s after the last job ended",
-		a.Accepted, a.Succeeded, a.Failed, a.FailedBy, a.Reruns, a.Unacknowledged, a.Calls, a.CallsBy, a.CallsPerSuccess(), a.WebhookEvents, a.Deliveries, a.Settled.Seconds())
+	return fmt.Sprintf("%d accepted: %d succeeded, %d failed %v; %d attempts, %d jobs with more than one; %d records without a 202; %d upstream calls %v (%.2f per success); %d webhook events in %d deliveries; Redis agreed with the records %.1f s after the last job ended",
+		a.Accepted, a.Succeeded, a.Failed, a.FailedBy, a.Attempts, a.Reruns, a.Unacknowledged, a.Calls, a.CallsBy, a.CallsPerSuccess(), a.WebhookEvents, a.Deliveries, a.Settled.Seconds())
 }
 
 // account is the check that ends every scenario: every job that got a 202
@@ -164,6 +165,7 @@ func (c *cluster) account(s *submitter, within time.Duration) accounting {
 		if j.Attempts > 1 {
 			a.Reruns++
 		}
+		a.Attempts += j.Attempts
 	}
 
 	// One ledger entry per succeeded job, none for the others.

@@ -15,7 +15,6 @@ import (
 
 	"github.com/claudeq/claudeq/internal/apikey"
 	"github.com/claudeq/claudeq/internal/claudeq"
-	"github.com/claudeq/claudeq/internal/mongotest"
 	"github.com/claudeq/claudeq/internal/redistest"
 	"github.com/claudeq/claudeq/internal/store"
 )
@@ -31,21 +30,21 @@ type simOptions struct {
 
 // clusterOptions shape a cluster.
 type clusterOptions struct {
-	Nodes    int  // simulated upstream nodes, default 1
-	OwnMongo bool // a MongoDB-wire server the test can stop and start
-	Sim      simOptions
+	Nodes int // simulated upstream nodes, default 1
+	Sim   simOptions
 	Env      map[string]string // overrides of the roles' environment
 	Webhooks bool              // a webhook receiver; jobs carry its URL
 }
 
 // cluster is one installation of claudeq made of separate processes: a
-// redis-server with AOF, the MongoDB-wire store, simulated upstream nodes,
-// and api, worker and scheduler processes started on demand.
+// redis-server with AOF, the MongoDB-wire store (FerretDB, cmd mongoserver),
+// simulated upstream nodes, and api, worker and scheduler processes started
+// on demand.
 type cluster struct {
 	t     *testing.T
 	dir   string
 	redis *redistest.Server
-	mongo *mongotest.Server // nil: a database on the shared server
+	mongo *proc // the MongoDB-wire store (FerretDB), a process of its own
 	db    *mongo.Database
 	store *store.Store
 	sims  []*simNode
@@ -79,23 +78,18 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	}
 	c := &cluster{t: t, dir: t.TempDir()}
 	c.redis = redistest.New(t, redistest.WithAOF(), redistest.WithArgs("--maxmemory", "1gb", "--maxmemory-policy", "noeviction"))
-	var uri, dbName string
-	if o.OwnMongo {
-		c.mongo = mongotest.NewServer(t)
-		uri, dbName = c.mongo.URI(), "claudeq"
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		db, off, err := store.Connect(ctx, uri, dbName)
-		require.NoError(t, err)
-		t.Cleanup(func() { _ = off(context.Background()) })
-		c.db = db
-	} else {
-		c.db = mongotest.DB(t)
-		uri, dbName = mongotest.URI(t), c.db.Name()
-	}
-	c.store = store.New(c.db)
+	mongoAddr := freeAddr(t)
+	c.mongo = newProc(t, c.dir, "mongoserver", bins.mongo, []string{"--addr", mongoAddr, "--dir", filepath.Join(c.dir, "mongo")}, nil)
+	c.mongo.ready = func() bool { return dialable(mongoAddr) }
+	c.mongo.start()
+	uri, dbName := "mongodb://"+mongoAddr+"/", "claudeq"
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	db, off, err := store.Connect(ctx, uri, dbName)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = off(context.Background()) })
+	c.db = db
+	c.store = store.New(c.db)
 	require.NoError(t, c.store.EnsureIndexes(ctx))
 
 	if o.Nodes == 0 {

@@ -76,12 +76,12 @@ func TestKillRedis(t *testing.T) {
 	require.Zero(t, a.Failed, "no job fails: %v", a.FailedBy)
 }
 
-// Scenario 4: the MongoDB-wire store is down for a while (10 s; 30 s at full
-// scale) while clients submit: submits still get 202 (the submit path
+// Scenario 4: the MongoDB-wire store is killed with SIGKILL and down for a
+// while (10 s; 30 s at full scale) while clients submit: submits still get 202 (the submit path
 // needs Redis only), jobs wait for the store and finish once it is back.
 func TestMongoDown(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, clusterOptions{OwnMongo: true, Webhooks: true,
+	c := newCluster(t, clusterOptions{Webhooks: true,
 		Sim: simOptions{Latency: 100 * time.Millisecond, Jitter: 200 * time.Millisecond}})
 	c.startAPI()
 	c.startScheduler()
@@ -98,10 +98,10 @@ func TestMongoDown(t *testing.T) {
 	}()
 	time.Sleep(around)
 	before := s.answers()
-	c.mongo.Stop()
+	c.mongo.kill()
 	time.Sleep(outage)
 	during := since(before, s.answers())
-	c.mongo.Start()
+	c.mongo.start()
 	upAt := time.Now()
 	<-done
 	record(t, "answers during the outage", "%v (status: count)", during)

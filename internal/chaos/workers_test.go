@@ -91,3 +91,41 @@ func TestKillOneWorker(t *testing.T) {
 	record(t, "upstream calls per success", "%.3f (%d calls, %d succeeded)", a.CallsPerSuccess(), a.Calls, a.Succeeded)
 	record(t, "accounting", "%s", a)
 }
+
+// Scenario 2: kill -9 every worker while they are full, keep submitting
+// while none runs, restart them later (20 s; 5 min at full scale):
+// everything completes, nothing is billed twice.
+func TestKillAllWorkers(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, clusterOptions{Webhooks: true, Sim: simOptions{Latency: time.Second, Jitter: 2 * time.Second}})
+	c.startAPI()
+	c.startScheduler()
+	conc := scaled(30, 250)
+	ws := []*role{c.startWorker(conc), c.startWorker(conc)}
+	s := newSubmitter("kill-all-workers", []user{c.user("alice", "research"), c.user("bob", "sales")}, c.apiURLs)
+	s.webhook = c.hooks.URL()
+
+	n := scaled(150, 1000)
+	s.count(context.Background(), n, 32)
+	inflight := c.waitActive(min(n, 2*conc)*8/10, 2*time.Minute)
+	killedAt := time.Now()
+	for _, w := range ws {
+		w.kill()
+	}
+	// Jobs submitted while no worker runs wait in the queue.
+	s.count(context.Background(), n/3, 16)
+	time.Sleep(scaled(20*time.Second, 5*time.Minute) - time.Since(killedAt))
+	restartedAt := time.Now()
+	for _, w := range ws {
+		w.start()
+	}
+
+	a := c.account(s, 5*time.Minute)
+	c.requireRunning()
+	require.Equal(t, n+n/3, a.Accepted, s.summary())
+	require.Zero(t, a.Failed, "no job fails: %v", a.FailedBy)
+	record(t, "downtime", "%d jobs in flight and %d queued when both workers were killed; restarted %.0f s later", inflight, n-inflight+n/3, secs(restartedAt.Sub(killedAt)))
+	record(t, "restart to last job finished", "%.0f s (in-flight jobs come back when their lease has expired: up to ~60 s after the restart when it comes within a minute of the kill)",
+		secs(c.lastFinish(s.ids()).Sub(restartedAt)))
+	record(t, "accounting", "%s", a)
+}
