@@ -271,3 +271,18 @@ func (s *submitter) summary() string {
 	}
 	return b.String()
 }
+
+// merged returns a submitter holding the accepted jobs of all of subs (the
+// users of the first), for one accounting check over several phases.
+func merged(subs ...*submitter) *submitter {
+	out := newSubmitter(subs[0].name, subs[0].users, subs[0].urls)
+	out.webhook = subs[0].webhook
+	for _, x := range subs {
+		x.mu.Lock()
+		for id, u := range x.accepted {
+			out.accepted[id] = u
+		}
+		x.mu.Unlock()
+	}
+	return out
+}
