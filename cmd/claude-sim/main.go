@@ -3,7 +3,7 @@
 //
 // Usage:
 //
-//	claude-sim --addr 127.0.0.1:9090 --latency 0 --per-token-latency 0 \
+//	claude-sim --addr 127.0.0.1:9090 --latency 0 --latency-jitter 0 --per-token-latency 0 \
 //		--fault-rate 0 --faults 429,529,500,timeout,reset --retry-after 1s \
 //		--api-key "" --seed 0
 //
@@ -78,6 +78,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var (
 		addr       = fs.String("addr", "127.0.0.1:9090", "listen address (host:port; port 0 picks a free port)")
 		latency    = fs.Duration("latency", 0, "fixed latency before each response starts")
+		jitter     = fs.Duration("latency-jitter", 0, "random latency, uniform in [0, jitter], added to --latency per request")
 		perToken   = fs.Duration("per-token-latency", 0, "latency added per output token (spread between deltas when streaming)")
 		faultRate  = fs.Float64("fault-rate", 0, "probability (0..1) of an injected fault per /v1/messages request")
 		faults     = fs.String("faults", "429,529,500,timeout,reset", "comma-separated fault kinds drawn by --fault-rate")
@@ -87,6 +88,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		seed       = fs.Int64("seed", 0, "seed for fault draws (0 = time-based)")
 		models     = fs.String("models", "", "comma-separated model IDs to serve (default: "+strings.Join(sim.DefaultModels(), ",")+")")
 		logLevel   = fs.String("log-level", "info", "log level: debug, info, warn or error (debug logs every request)")
+		reqLog     = fs.String("request-log", "", "append one JSON line per POST /v1/messages request to this file (time, body hash, status, fault, retry-after)")
 	)
 	fs.Usage = func() {
 		out := fs.Output()
@@ -117,9 +119,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: --log-level: %w", errUsage, err)
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	var requestLog io.Writer
+	if *reqLog != "" {
+		f, err := os.OpenFile(*reqLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return fmt.Errorf("--request-log: %w", err)
+		}
+		defer f.Close()
+		requestLog = f
+	}
 
 	s := sim.New(sim.Config{
 		Latency:         *latency,
+		LatencyJitter:   *jitter,
+		RequestLog:      requestLog,
 		PerTokenLatency: *perToken,
 		FaultRate:       *faultRate,
 		Faults:          faultList,

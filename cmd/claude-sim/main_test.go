@@ -103,12 +103,13 @@ func TestRunFlags(t *testing.T) {
 		wantErr    string
 		wantStderr []string
 	}{
-		{name: "help", args: []string{"--help"}, wantStderr: []string{"-addr", "-fault-rate", "-per-token-latency", "-retry-after", "-api-key", "-seed", "x-sim-fault", "x-sim-retry-after", "x-sim-latency"}},
+		{name: "help", args: []string{"--help"}, wantStderr: []string{"-addr", "-fault-rate", "-latency-jitter", "-request-log", "-per-token-latency", "-retry-after", "-api-key", "-seed", "x-sim-fault", "x-sim-retry-after", "x-sim-latency"}},
 		{name: "unknown flag", args: []string{"--nope"}, wantErr: "usage error"},
 		{name: "bad fault", args: []string{"--faults", "429,teapot"}, wantErr: `unknown fault kind "teapot"`},
 		{name: "bad rate", args: []string{"--fault-rate", "2"}, wantErr: "--fault-rate"},
 		{name: "extra args", args: []string{"serve"}, wantErr: "unexpected arguments"},
 		{name: "bad addr", args: []string{"--addr", "127.0.0.1:-1"}, wantErr: "listen"},
+		{name: "bad request log", args: []string{"--request-log", "/nonexistent-dir/log"}, wantErr: "--request-log"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -275,6 +276,9 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 	if !write {
 		cacheKey = ""
 	}
+	if err := s.admit(ctx); err != nil {
+		return err
+	}
 	_, cost, _, err := s.estimate(spec, body, now)
 	if err != nil {
 		return err
@@ -319,6 +323,49 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 		return err
 	}
 	return s.accepted(c, st)
+}
+
+// backlog caches the length of the queue for backlogTTL, so that a busy
+// api asks Redis about ten times a second, not once per submit.
+type backlog struct {
+	mu sync.Mutex
+	n  int64
+	at time.Time
+}
+
+const backlogTTL = 100 * time.Millisecond
+
+// queueFullRetryAfter is the Retry-After of a submit refused because the
+// queue is full.
+const queueFullRetryAfter = 5 * time.Second
+
+// admit refuses a new job while MaxQueued jobs wait in the queue: load the
+// workers cannot take is shed at the door (503, Retry-After) instead of
+// filling Redis. A replayed Idempotency-Key and a cache hit are answered
+// before this check; Redis failing here lets the submit go on (it fails
+// on its own if Redis is down).
+func (s *Server) admit(ctx context.Context) error {
+	if s.opt.MaxQueued <= 0 {
+		return nil
+	}
+	now := time.Now()
+	s.queued.mu.Lock()
+	n, fresh := s.queued.n, now.Sub(s.queued.at) < backlogTTL
+	s.queued.mu.Unlock()
+	if !fresh {
+		var err error
+		if n, err = s.q.Backlog(ctx, queue.Default); err != nil {
+			return nil
+		}
+		s.queued.mu.Lock()
+		s.queued.n, s.queued.at = n, now
+		s.queued.mu.Unlock()
+	}
+	if n >= int64(s.opt.MaxQueued) {
+		return &claudeq.Error{Kind: claudeq.KindUnavailable, Op: "api.admit", RetryAfter: queueFullRetryAfter,
+			Msg: "too many jobs are waiting in the queue; try again later"}
+	}
+	return nil
 }
 
 func (s *Server) accepted(c echo.Context, st *queue.State) error {

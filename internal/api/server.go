@@ -59,6 +59,7 @@ type Options struct {
 	JobStateTTL      time.Duration // how long a queued job's state lives; default 7 days
 	JobMaxRetries    int
 	JobTimeout       time.Duration
+	MaxQueued        int                 // jobs waiting in the queue beyond which submits get 503; 0: no limit
 	FallbackModels   map[string][]string // model → fallbacks, for requests that name none
 }
 
@@ -100,6 +101,7 @@ type Server struct {
 	fl     Fleet
 	money  Money
 	ledger Ledger
+	queued backlog
 
 	// s.policy, s.metrics, s.limiter, s.auditLog …: security.go
 	hardening

@@ -228,6 +228,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 				MaxBodyBytes: cfg.MaxBodyBytes, DefaultModel: cfg.DefaultModel, DefaultMaxTokens: cfg.DefaultMaxTokens,
 				KeyCacheTTL: cfg.KeyCacheTTL, IdempotencyTTL: cfg.IdempotencyTTL, CacheTTL: cfg.CacheTTL,
 				JobMaxRetries: cfg.JobMaxRetries, JobTimeout: cfg.JobTimeout, FallbackModels: cfg.FallbackModels,
+				MaxQueued: cfg.MaxQueuedJobs,
 			},
 			Webhooks: api.Webhooks{Policy: cfg.WebhookAllow, Secrets: secrets, Notifier: notifier, Grace: cfg.WebhookSecretGrace},
 			Fleet:    a.Fleet,

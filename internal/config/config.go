@@ -95,6 +95,12 @@ type Config struct {
 	// WorkerConcurrency is how many jobs one worker process runs at once.
 	// CLAUDEQ_WORKER_CONCURRENCY, default 100.
 	WorkerConcurrency int
+	// MaxQueuedJobs is how many jobs may wait in the queue (asynq's pending
+	// list of the default queue) before the api refuses new ones with 503
+	// and Retry-After, so that a load the workers cannot take fills neither
+	// Redis nor the clients' wait. CLAUDEQ_MAX_QUEUED_JOBS, default 100000
+	// (about 300 MB of Redis); 0 means no limit.
+	MaxQueuedJobs int
 	// JobMaxRetries is how often a job is retried after a transient failure.
 	// CLAUDEQ_JOB_MAX_RETRIES, default 8.
 	JobMaxRetries int
@@ -283,6 +289,7 @@ func Load(getenv func(string) string) (Config, error) {
 		CacheTTL:                 l.dur("CLAUDEQ_CACHE_TTL", time.Hour),
 		MaxBodyBytes:             l.int("CLAUDEQ_MAX_BODY_BYTES", 1<<20, 1024),
 		WorkerConcurrency:        int(l.int("CLAUDEQ_WORKER_CONCURRENCY", 100, 1)),
+		MaxQueuedJobs:            int(l.int("CLAUDEQ_MAX_QUEUED_JOBS", 100000, 0)),
 		JobMaxRetries:            int(l.int("CLAUDEQ_JOB_MAX_RETRIES", 8, 0)),
 		JobTimeout:               l.dur("CLAUDEQ_JOB_TIMEOUT", 10*time.Minute),
 		RetryBase:                l.dur("CLAUDEQ_RETRY_BASE", time.Second),

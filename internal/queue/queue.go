@@ -306,6 +306,17 @@ func (q *Queue) Unstash(ctx context.Context, id string) error {
 	return q.rdb.Del(ctx, "cq:stash:"+id).Err()
 }
 
+// Backlog returns how many tasks wait in queue qname to be picked up
+// (asynq's pending list; scheduled retries and running tasks are not
+// counted).
+func (q *Queue) Backlog(ctx context.Context, qname string) (int64, error) {
+	n, err := q.rdb.LLen(ctx, "asynq:{"+qname+"}:pending").Result()
+	if err != nil {
+		return 0, unavailable("queue.Backlog", err)
+	}
+	return n, nil
+}
+
 // Ping checks Redis.
 func (q *Queue) Ping(ctx context.Context) error { return q.rdb.Ping(ctx).Err() }
 

@@ -14,6 +14,11 @@ var (
 
 // handleMessages serves POST /v1/messages.
 func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request, reqID string) {
+	if s.reqLog != nil {
+		rw := &recordingWriter{ResponseWriter: w, rec: RequestRecord{Start: time.Now()}}
+		defer s.reqLog.write(rw)
+		w = rw
+	}
 	s.requests.Add(1)
 	s.window.roll(time.Now())
 	s.window.requests.Add(1)
@@ -35,6 +40,9 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request, reqID st
 		return
 	}
 	defer putBuf(buf)
+	if rw, ok := w.(*recordingWriter); ok {
+		rw.rec.Body = bodyHash(*buf)
+	}
 
 	kind, ok := s.pickFault(r)
 	if !ok {
@@ -42,7 +50,11 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request, reqID st
 		s.writeError(w, reqID, http.StatusBadRequest, errInvalidRequest, HeaderFault+": unknown fault kind "+strconv.Quote(kind))
 		return
 	}
-	latency := time.Duration(s.latency.Load())
+	if rw, ok := w.(*recordingWriter); ok {
+		rw.rec.Fault = kind
+	}
+	base := time.Duration(s.latency.Load()) + s.jitterDelay()
+	latency := base
 	if kind != "" {
 		if s.injectFault(w, r, reqID, kind) {
 			return
@@ -56,7 +68,7 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request, reqID st
 			s.writeError(w, reqID, http.StatusBadRequest, errInvalidRequest, HeaderLatency+": invalid duration "+strconv.Quote(v))
 			return
 		}
-		latency += d - time.Duration(s.latency.Load())
+		latency += d - base
 	}
 
 	var pr parsedRequest

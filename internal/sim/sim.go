@@ -31,6 +31,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -47,6 +48,10 @@ import (
 type Config struct {
 	// Latency is a fixed delay before the response starts (default 0).
 	Latency time.Duration
+	// LatencyJitter adds a random delay, uniform in [0, LatencyJitter], to
+	// Latency for each request (default 0: none). Latency 1s with jitter 2s
+	// gives handlers taking 1–3 s.
+	LatencyJitter time.Duration
 	// PerTokenLatency is added per output token (default 0). For streaming
 	// responses it is spread between the content deltas.
 	PerTokenLatency time.Duration
@@ -74,6 +79,11 @@ type Config struct {
 	Models []string
 	// Logger receives debug logs per request (default: discard).
 	Logger *slog.Logger
+	// RequestLog, if set, receives one JSON line (a [RequestRecord]) per
+	// POST /v1/messages request when it ends, in one Write call each, so
+	// that an *os.File keeps every line of a simulator killed with
+	// SIGKILL. Writes are serialised. Default nil: no log.
+	RequestLog io.Writer
 }
 
 // DefaultModels returns the model IDs served when Config.Models is empty.
@@ -118,6 +128,9 @@ type Server struct {
 	models     []modelInfo
 	modelIndex map[string]int
 
+	jitter time.Duration
+	reqLog *requestLog // nil: no request log
+
 	latency   atomic.Int64  // time.Duration
 	perToken  atomic.Int64  // time.Duration
 	faultRate atomic.Uint64 // math.Float64bits
@@ -147,6 +160,10 @@ func New(cfg Config) *Server {
 		apiKey:     cfg.APIKey,
 		retryAfter: cfg.RetryAfter,
 		timeout:    cfg.Timeout,
+		jitter:     max(cfg.LatencyJitter, 0),
+	}
+	if cfg.RequestLog != nil {
+		s.reqLog = &requestLog{w: cfg.RequestLog}
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -733,4 +734,82 @@ func BenchmarkMessagesParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent use.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) records(t *testing.T) []sim.RequestRecord {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []sim.RequestRecord
+	sc := bufio.NewScanner(bytes.NewReader(l.b.Bytes()))
+	for sc.Scan() {
+		var r sim.RequestRecord
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &r), sc.Text())
+		out = append(out, r)
+	}
+	return out
+}
+
+func TestRequestLog(t *testing.T) {
+	t.Parallel()
+	var log lockedBuffer
+	s, url := start(t, sim.Config{RequestLog: &log, RetryAfter: 2 * time.Second})
+	client := newClient(url)
+	s.Script("429", "ok", "reset", "400")
+	for range 4 {
+		_, _ = client.Messages.New(t.Context(), params("logged"))
+	}
+	stream := client.Messages.NewStreaming(t.Context(), params("streamed"))
+	for stream.Next() {
+	}
+	require.NoError(t, stream.Err())
+
+	recs := log.records(t)
+	require.Len(t, recs, 5)
+	// Lines are written when requests end; a reset's may come after the
+	// next request's.
+	slices.SortFunc(recs, func(a, b sim.RequestRecord) int { return a.Start.Compare(b.Start) })
+	want := []struct {
+		status int
+		fault  string
+		ra     int
+	}{{429, "429", 2}, {200, "", 0}, {0, "reset", 0}, {400, "400", 0}, {200, "", 0}}
+	for i, w := range want {
+		r := recs[i]
+		require.Equal(t, w.status, r.Status, "record %d: %+v", i, r)
+		require.Equal(t, w.fault, r.Fault, "record %d", i)
+		require.Equal(t, w.ra, r.RetryAfter, "record %d", i)
+		require.False(t, r.End.Before(r.Start), "record %d", i)
+		require.NotEmpty(t, r.Body, "record %d", i)
+	}
+	require.Equal(t, recs[0].Body, recs[3].Body, "the same body hashes the same")
+	require.NotEqual(t, recs[0].Body, recs[4].Body, "another body hashes differently")
+}
+
+func TestLatencyJitter(t *testing.T) {
+	t.Parallel()
+	_, url := start(t, sim.Config{Latency: 20 * time.Millisecond, LatencyJitter: 60 * time.Millisecond})
+	client := newClient(url)
+	var lo, hi time.Duration = time.Hour, 0
+	for range 12 {
+		began := time.Now()
+		_, err := client.Messages.New(t.Context(), params("jitter"))
+		require.NoError(t, err)
+		d := time.Since(began)
+		lo, hi = min(lo, d), max(hi, d)
+	}
+	require.GreaterOrEqual(t, lo, 20*time.Millisecond, "never below Latency")
+	require.Greater(t, hi-lo, time.Duration(0), "latencies vary")
 }

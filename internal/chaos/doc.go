@@ -1,0 +1,17 @@
+// Package chaos holds claudeq's reliability proof: tests that run the real
+// binaries (cmd/api, cmd/worker, cmd/scheduler, cmd/claude-sim) as separate
+// processes against a real redis-server (appendonly yes, appendfsync
+// everysec, maxmemory-policy noeviction) and the MongoDB-wire store, kill,
+// restart and starve each part under load, and end every scenario with an
+// accounting check: each job that got a 202 ends succeeded or failed with a
+// clear error; one job record, one ledger entry (succeeded jobs only), one
+// conversation and one webhook event (after de-duplication by webhook-id)
+// per job; the Redis quota counters equal the ledger with nothing left
+// reserved; nothing is left queued, running or retrying.
+//
+// The package has no code outside its tests. The scale is chosen by the
+// environment variable CLAUDEQ_CHAOS: unset or "short" (the default, part of
+// go test ./..., a few minutes) or "full" (make chaos, the figures of
+// docs/reliability.md). See docs/reliability.md for the scenarios, what each
+// measures, and the figures.
+package chaos
