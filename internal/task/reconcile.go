@@ -11,6 +11,7 @@ import (
 
 	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/queue"
+	"github.com/claudeq/claudeq/internal/store"
 )
 
 // JobSaver writes a terminal job record directly.
@@ -33,10 +34,20 @@ type ReconcileHandler struct {
 	// job's cost (or released), and one whose job vanished is released.
 	Quota      StaleQuota
 	StaleAfter time.Duration
+	// Ledger, when set, is asked about a reservation that has no job: an
+	// interactive request (POST /v1/messages) whose api died after its
+	// ledger entry was written but before it settled is settled to the
+	// entry's cost instead of released.
+	Ledger LedgerReader
 	// Batches, when set, ends lost batch requests in their batch and
 	// decides over batch reservations, which are never released while
 	// their batch runs.
 	Batches *Batches
+}
+
+// LedgerReader finds the ledger entry billed under an id.
+type LedgerReader interface {
+	LedgerEntry(ctx context.Context, id string) (*store.LedgerEntry, error)
 }
 
 // StaleQuota lists and closes reservations.
@@ -119,6 +130,17 @@ func (h *ReconcileHandler) reconcileQuota(ctx context.Context) error {
 				continue // still queued or running (a long backlog)
 			} else if serr != nil && claudeq.ErrorKind(serr) != claudeq.KindNotFound {
 				return Infra(serr)
+			}
+			if h.Ledger != nil {
+				e, lerr := h.Ledger.LedgerEntry(ctx, id)
+				if lerr == nil {
+					err = h.Quota.Settle(ctx, id, quotaMicros(e.CostMicros))
+					settled++
+					break
+				}
+				if claudeq.ErrorKind(lerr) != claudeq.KindNotFound {
+					return Infra(lerr)
+				}
 			}
 			err = h.Quota.Release(ctx, id)
 			released++
