@@ -230,6 +230,11 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 
 	id := randomID("job_", 15)
 	idemKey := c.Request().Header.Get("Idempotency-Key")
+	// healing: the key's job is queued, and its task may be missing (the
+	// submit that created the job died between its two steps). The request
+	// goes on to queue.Submit, which puts the task back (idempotently, by
+	// TaskID) and answers as a replay; it is not counted or charged again.
+	healing := false
 	if idemKey != "" {
 		if len(idemKey) > 255 || strings.ContainsFunc(idemKey, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
 			return claudeq.Errorf(claudeq.KindInvalidRequest, "Idempotency-Key: 1 to 255 printable ASCII characters")
@@ -237,21 +242,24 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 		h := sha256.Sum256([]byte(p.UserID + "\x00" + idemKey))
 		id = "job_" + strings.ToLower(b32.EncodeToString(h[:15]))
 		if st, err := s.q.State(ctx, id); err == nil {
-			return s.replay(c, st, reqHash)
+			if st.Status != claudeq.StatusQueued || st.UserID != p.UserID || st.RequestHash != reqHash {
+				return s.replay(c, st, reqHash)
+			}
+			healing, now = true, st.CreatedAt
 		} else if claudeq.ErrorKind(err) != claudeq.KindNotFound {
 			return err
 		}
 	}
 
-	if p.RequestsPerDay > 0 && s.money.Quota != nil {
+	if p.RequestsPerDay > 0 && s.money.Quota != nil && !healing {
 		if err := s.money.Quota.CountRequest(ctx, p.KeyID, p.RequestsPerDay); err != nil {
 			s.countRefusal(err)
 			return err
 		}
 	}
 	read, write := cacheModes(spec.cacheBody, c.Request().Header.Get("Cache-Control"))
-	if spec.webhook != "" {
-		read = false // a job with a webhook always runs, so that its event is sent
+	if spec.webhook != "" || healing {
+		read = false // a job with a webhook always runs, so that its event is sent; a queued job is not answered from the cache
 	}
 	var cacheKey string
 	if s.c.Enabled() && (read || write) {
@@ -276,8 +284,10 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 	if !write {
 		cacheKey = ""
 	}
-	if err := s.admit(ctx); err != nil {
-		return err
+	if !healing {
+		if err := s.admit(ctx); err != nil {
+			return err
+		}
 	}
 	_, cost, _, err := s.estimate(spec, body, now)
 	if err != nil {
@@ -319,7 +329,9 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 		return s.replay(c, st, reqHash)
 	}
 	if err != nil {
-		s.release(id)
+		if !healing { // the reservation of a healed job is its original's
+			s.release(id)
+		}
 		return err
 	}
 	return s.accepted(c, st)

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -34,6 +35,15 @@ var bins struct {
 }
 
 func TestMain(m *testing.M) {
+	// The scenarios mostly wait (for leases, outages, retries): at the
+	// short scale they all run at once, whatever -parallel go test would
+	// pick by the number of CPUs, unless -parallel is given.
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set && !full() {
+		_ = flag.Set("test.parallel", "16")
+	}
 	dir, err := os.MkdirTemp("", "claudeq-chaos-bin-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
