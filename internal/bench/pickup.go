@@ -72,7 +72,7 @@ func RunPickup(ctx context.Context, e *Env, o *Options, w *WorkersResult) (*Pick
 	res := &PickupResult{}
 	if w != nil && len(w.Of("claudeq", 1)) > 0 {
 		res.Saturation = w.Median("claudeq", 1)
-		res.SatNote = fmt.Sprintf("S1's median drain rate of one worker process (%d runs)", len(w.Of("claudeq", 1)))
+		res.SatNote = fmt.Sprintf("S1's median drain rate of one worker process over %d run(s)", len(w.Of("claudeq", 1)))
 	} else {
 		d, err := e.procDrainClaudeq(ctx, o, base, bin, Sims{sim}, 1, so.ProcJobs, o.DrainBudget)
 		if err != nil {

@@ -324,11 +324,11 @@ func renderBacklog(p printer, r *Report) {
 		if over > BacklogTarget {
 			save := ""
 			if b.ListpackBytes > 0 {
-				save = fmt.Sprintf("the listpack setting saves %s B (measured above); ", num(b.DirectBytesAtAPIJobs-b.ListpackBytes))
+				save = fmt.Sprintf("The listpack setting saves %s B (measured above);", num(b.DirectBytesAtAPIJobs-b.ListpackBytes))
 			}
-			p("What it would take to meet payload + %d B: a queued job costs %s B beyond its payload, %s B too many. By key: asynq's task hash adds %s B to the payload it holds (its own fields and a hash table per task), the job state hash takes %s B and the budget reservation %s B. %sthe rest would need fewer or smaller keys per job — the reservation kept in the job's state hash instead of a hash of its own (which also stores the four budget counters' key names), which would save most of its %s B.",
+			p("What it would take to meet payload + %d B: a queued job costs %s B beyond its payload, %s B too many. By key: asynq's task hash adds %s B to the payload it holds (its own fields and a hash table per task), the job state hash takes %s B and the budget reservation %s B. %s the rest would need fewer or smaller keys per job — the reservation kept in the job's state hash instead of a hash of its own (which also stores the four budget counters' key names), which would save most of its %s B.",
 				BacklogTarget, num(over), num(over-BacklogTarget), num(float64(b.Keys[1].Bytes-int64(b.PayloadBytes))), num(float64(b.Keys[0].Bytes)), num(float64(b.Keys[2].Bytes)),
-				save, num(float64(b.Keys[2].Bytes)))
+				firstUpper(save), num(float64(b.Keys[2].Bytes)))
 			p("")
 		}
 	}
@@ -537,4 +537,11 @@ func quarterNote(d ProcDrain) string {
 	default:
 		return fmt.Sprintf("The rate fell to %s× while the CPU per job stayed within %s×: the drain was slowed by CPU taken elsewhere (see the other load of the S1 rows), not by a cost that grows with the backlog.", rx(rate), rx(cpu))
 	}
+}
+
+func firstUpper(s string) string {
+	if s == "" {
+		return "So"
+	}
+	return s
 }
