@@ -75,7 +75,7 @@ type Options struct {
 	ScaleOptions                  // the S figures of issue #9 (scale.go)
 }
 
-// DefaultOptions is `make bench`: six to eight minutes on two cores.
+// DefaultOptions is `make bench`: about twenty minutes on two cores.
 func DefaultOptions() Options {
 	return Options{Duration: 5 * time.Second, Warmup: time.Second, Concurrency: []int{32, 64}, Jobs: 5000, DrainBudget: 20 * time.Second, Reps: 3,
 		LatencyDuration: 5 * time.Second, LatencyMinJobs: 60, LatencyMaxDur: 12 * time.Second, LatencyCap: 1000,
@@ -83,7 +83,7 @@ func DefaultOptions() Options {
 		Profile: true, ScaleOptions: DefaultScaleOptions()}
 }
 
-// QuickOptions is a smoke run of every figure in well under a minute; its
+// QuickOptions is a smoke run of every figure in about two minutes; its
 // numbers are not worth comparing.
 func QuickOptions() Options {
 	return Options{Duration: time.Second, Warmup: 300 * time.Millisecond, Concurrency: []int{32}, Jobs: 1000, DrainBudget: 10 * time.Second, Reps: 1,
@@ -121,19 +121,20 @@ var Intervals = []time.Duration{20 * time.Millisecond, time.Second}
 
 // Report is everything a run measured.
 type Report struct {
-	Machine     Machine
-	Options     Options
-	Submit      []SubmitResult
-	E2E         *E2EResult
-	Latency     []LatencyResult
-	Pick        *PickResult
-	Money       *MoneyResult
-	Profiles    []ProfileSummary // where the time of the profiled runs went
-	RateNote    string           // how figure 3's rate was chosen
-	Warnings    int              // warnings and errors the app logged during the run
-	FirstLog    []string         // the distinct ones, with their counts
-	Started     time.Time
-	Took        time.Duration
+	Machine  Machine
+	Options  Options
+	Submit   []SubmitResult
+	E2E      *E2EResult
+	Latency  []LatencyResult
+	Pick     *PickResult
+	Money    *MoneyResult
+	Profiles []ProfileSummary // where the time of the profiled runs went
+	RateNote string           // how figure 3's rate was chosen
+	Warnings int              // warnings and errors the app logged during the run
+	FirstLog []string         // the distinct ones, with their counts
+	Started  time.Time
+	Took     time.Duration
+
 	ScaleReport // the S figures of issue #9 (scale.go)
 }
 

@@ -46,8 +46,8 @@ func (p *PickupResult) Median(fraction float64) (p50, p99 time.Duration, runs []
 // claude-sim process at zero latency), jobs submitted through the api at
 // a fixed open-loop rate — each fraction of the saturation, S1's median
 // one-process claudeq drain rate — for PickupDuration; pick-up latency =
-// sa − ca of every job's state hash, as in figure 3. Each rate runs once
-// per repetition, alternating the order.
+// sa − ca of every job's state hash, as in figure 3. Each rate runs
+// PickupReps times (default Reps), alternating the order.
 func RunPickup(ctx context.Context, e *Env, o *Options, w *WorkersResult) (*PickupResult, error) {
 	so := o.ScaleOptions
 	bin, err := e.Binary(ctx, WorkerPkg)
@@ -72,7 +72,7 @@ func RunPickup(ctx context.Context, e *Env, o *Options, w *WorkersResult) (*Pick
 	res := &PickupResult{}
 	if w != nil && len(w.Of("claudeq", 1)) > 0 {
 		res.Saturation = w.Median("claudeq", 1)
-		res.SatNote = fmt.Sprintf("S1's median drain rate of one worker process (%d runs)", len(w.Of("claudeq", 1)))
+		res.SatNote = fmt.Sprintf("S1's median drain rate of one worker process over %d run(s)", len(w.Of("claudeq", 1)))
 	} else {
 		d, err := e.procDrainClaudeq(ctx, o, base, bin, Sims{sim}, 1, so.ProcJobs, o.DrainBudget)
 		if err != nil {
@@ -82,7 +82,11 @@ func RunPickup(ctx context.Context, e *Env, o *Options, w *WorkersResult) (*Pick
 		res.SatNote = fmt.Sprintf("one drain of %d jobs by one worker process, measured here (S1 was not run)", so.ProcJobs)
 	}
 	o.logf("pickup: saturation %.0f jobs/s (%s)", res.Saturation, res.SatNote)
-	for rep := range o.Reps {
+	reps := so.PickupReps
+	if reps <= 0 {
+		reps = o.Reps
+	}
+	for rep := range reps {
 		for k := range so.PickupFractions {
 			i := k
 			if rep%2 == 1 {
@@ -95,7 +99,7 @@ func RunPickup(ctx context.Context, e *Env, o *Options, w *WorkersResult) (*Pick
 			}
 			res.Runs = append(res.Runs, r)
 			o.logf("pickup %.0f%% (%.0f/s) rep %d/%d: p50 %v p99 %v max %v; %d jobs, %d left when sending stopped; busy %.2f CPUs, others %.2f",
-				100*f, r.Rate, rep+1, o.Reps, r.P50, r.P99, r.Max, r.Jobs, r.Backlog, r.Busy, r.Others)
+				100*f, r.Rate, rep+1, reps, r.P50, r.P99, r.Max, r.Jobs, r.Backlog, r.Busy, r.Others)
 		}
 	}
 	return res, e.Flush(ctx)

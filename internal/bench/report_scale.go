@@ -82,8 +82,8 @@ func scaleSummary(p printer, r *Report) (misses []string) {
 			lo, hi = min(lo, l.BytesPerJob), max(hi, l.BytesPerJob)
 		}
 		if b.ListpackBytes > 0 {
-			p("| S3. Redis bytes per queued job, %s queued, hash-max-listpack-value %d | %s B | %d B payload + %d B | %s× | ≤ payload + %d B | %s |", num(float64(b.APIJobs)), ListpackValue, num(b.ListpackBytes),
-				b.PayloadBytes, BacklogTarget, rx(b.ListpackBytes/limit), BacklogTarget, verdict(b.ListpackBytes <= limit))
+			p("| S3. Redis bytes per queued job, %s queued, with hash-max-listpack-value %d | %s B | %s B (Redis's default, 64) | %s× | — | — |", num(float64(b.APIJobs)), ListpackValue, num(b.ListpackBytes),
+				num(b.DirectBytesAtAPIJobs), rx(ratio(b.ListpackBytes, b.DirectBytesAtAPIJobs)))
 		}
 		p("| S3. bytes per job, largest ÷ smallest over %s–%s queued | %s B | %s B | %s× | flat | — |", num(float64(b.Levels[0].Queued)), num(float64(last.Queued)), num(hi), num(lo), rx(ratio(hi, lo)))
 		p("| S3. submit p50 / p99 at %s queued vs empty | %v / %v | %v / %v | %s× (p50) | unchanged | — |", num(float64(last.Queued)), ms(last.Submit.P50), ms(last.Submit.P99),
@@ -206,6 +206,7 @@ func renderWorkers(p printer, r *Report) {
 		p("Where the knee is: a claudeq job costs %s µs of CPU in all (median of the one-process runs): %s in the worker process, %s in the bench process (FerretDB storing the job, its conversation turn and ledger entry), %s in redis-server and %s in the simulator. However many worker processes run, %d CPUs cannot finish more than %d ÷ %s µs = **%s jobs/s**. One process reached %s jobs/s (%.0f%% of that ceiling)%s. Redis used %s µs per job: it would fill one CPU only at about %s jobs/s, so on this machine the CPUs run out before Redis does.",
 			num(t/1e3), num(Median(wk)/1e3), num(Median(bn)/1e3), num(Median(rd)/1e3), num(Median(sm)/1e3), int(ncpu), int(ncpu), num(t/1e3), num(ceiling), num(one), 100*one/ceiling,
 			twoNote(two, one, ceiling), num(Median(rd)/1e3), num(1e9/Median(rd)))
+		p("")
 		var others []float64
 		for _, d := range w.Runs {
 			if d.System == "claudeq" {
@@ -214,6 +215,7 @@ func renderWorkers(p printer, r *Report) {
 		}
 		if o := Median(others); o > 0.2 {
 			p("Other processes on the machine used a median %.2f CPUs during the claudeq drains (the *other load* column), CPUs the job path could not use: the ceiling above assumes the machine to itself.", o)
+			p("")
 		}
 		p("The ≥ %s× target for a second worker process assumes a core free for it: it holds where Redis and MongoDB run on other machines (or more cores) — there each worker process needs about %s µs of CPU per job of its own, %s jobs/s per worker core — not on %d CPUs shared by workers, FerretDB, Redis and the simulator.",
 			rx(ScaleUpTarget), num(Median(wk)/1e3), num(1e9/Median(wk)), int(ncpu))
@@ -272,10 +274,21 @@ func renderSlow(p printer, r *Report) {
 	}
 	p("")
 	x := s.Runs[len(s.Runs)-1]
-	p("Why the ratio falls as N grows: with a fixed latency the jobs run in waves — N calls start together and come back together %v later — and the worker then has N jobs to finish (store, settle, cache, mark done) at once before their slots take new jobs. Finishing is CPU work shared with FerretDB and Redis on %s CPUs, so a wave of N jobs takes about N ÷ (the S1 drain rate) to clear; that time is added to each round. With N = %s, %s jobs/s would need the whole job path to run at least that fast; S1 shows what it reaches on this machine. %s",
-		x.Latency, r.Machine.NProc, num(float64(x.InFlight)), num(x.Ideal()), slowCPUNote(s))
-	p("")
-	p("Limits on jobs in flight, none of which caps N here: asynq's concurrency is CLAUDEQ_WORKER_CONCURRENCY (default 100); the go-redis pool has max(64, concurrency + 16) connections, each with 8 KiB read and write buffers (`app.RedisBufferSize`; go-redis's default of 32 KiB each made those buffers most of a worker's memory at thousands of jobs in flight); the upstream HTTP client (`upstream.DefaultHTTPClient`) has no per-host connection cap (`MaxConnsPerHost` 0) and keeps up to 1,024 idle connections per host; the MongoDB driver's pool (100) is not per job, because finished jobs are written in groups; the process needs a file descriptor per upstream and per Redis connection (the peak is in the table; Go raises the soft RLIMIT_NOFILE to the hard limit at start).")
+	if x.Done > 0 {
+		c := float64(x.WorkerCPU+x.BenchCPU+x.RedisCPU+x.SimCPU) / float64(x.Done) // ns per job
+		ncpu := float64(r.Machine.GOMAXPROCS)
+		capacity := ncpu / (c / 1e9)
+		wave := time.Duration(float64(x.InFlight) * c / ncpu)
+		p("Why the ratio falls as N grows: a job costs %s µs of CPU in all here (worker, FerretDB, Redis, simulator), so %d CPUs finish at most %s jobs/s; N = %s jobs in flight with a %v call need %s jobs/s. And with a fixed latency the jobs run in waves — N calls start together and come back together — so each wave's N jobs are finished (stored, settled, cached, marked done) at once, which takes about N × %s µs ÷ %d CPUs = %v before their slots take new jobs: the model %v ÷ (%v + %v) = %s× of the ideal, against %s× measured. %s",
+			num(c/1e3), int(ncpu), num(capacity), num(float64(x.InFlight)), x.Latency, num(x.Ideal()), num(c/1e3), int(ncpu), wave.Round(10*time.Millisecond),
+			x.Latency, x.Latency, wave.Round(10*time.Millisecond), rx(float64(x.Latency)/float64(x.Latency+wave)), rx(ratio(x.JobsPerSec, x.Ideal())), slowCPUNote(s))
+		p("")
+		p("What would meet the target: holding the jobs costs memory (the table), not CPU; finishing them is the limit. ≥ %s× of %s jobs/s needs the job path to finish each wave within %.0f%% of the latency — about %s CPUs at this cost per job, or a job path about %s× cheaper on these %d. The worker process's own share is %s µs per job (%.0f%% of the cost); the rest is FerretDB, Redis and the simulator, which run on other machines in production, so there more worker cores (processes or machines) buy the throughput.",
+			rx(SlowTarget), num(x.Ideal()), 100*(1/SlowTarget-1), num(float64(x.InFlight)*c/1e9/(x.Latency.Seconds()*(1/SlowTarget-1))),
+			num(float64(x.InFlight)*c/1e9/(x.Latency.Seconds()*(1/SlowTarget-1))/ncpu), int(ncpu), usPer(x.WorkerCPU, x.Done), 100*float64(x.WorkerCPU)/float64(x.Done)/c)
+		p("")
+	}
+	p("Limits on jobs in flight, none of which caps N here: asynq's concurrency is CLAUDEQ_WORKER_CONCURRENCY (default 100); the go-redis pool has max(64, concurrency + 16) connections, each with 8 KiB read and write buffers (`app.RedisBufferSize`; go-redis's default of 32 KiB each made those buffers most of a worker's memory at thousands of jobs in flight); the upstream HTTP client (`upstream.DefaultHTTPClient`) has no per-host connection cap (`MaxConnsPerHost` 0) and keeps up to 1,024 idle connections per host; the MongoDB driver's pool (64 connections, `store.Connect`) is not per job, because finished jobs are written in groups; the process needs a file descriptor per upstream and per Redis connection (the peak is in the table; Go raises the soft RLIMIT_NOFILE to the hard limit at start).")
 	p("")
 }
 
@@ -301,9 +314,23 @@ func renderBacklog(p printer, r *Report) {
 	p("| the rest: an entry in the pending list (`asynq:{default}:pending`) and in the reservation index (`cq:q:{q}:pending`), the keyspace and expiry tables | %s |", num(b.APIBytesPerJob-float64(sum)))
 	p("")
 	if b.ListpackBytes > 0 {
-		p("Redis keeps a hash compact (a listpack) only while every value is at most `hash-max-listpack-value` bytes, 64 by default; asynq's task hash holds the whole payload in one field, so each task hash is a full hash table. With `hash-max-listpack-value %d` (`CONFIG SET` or redis.conf; it applies to hashes created after it) the same %s in-process jobs take **%s bytes per job** instead of %s: a setting worth making on a queue Redis that holds large backlogs. It costs little CPU for hashes of a few fields like these. The figures below use Redis's defaults.",
+		p("Redis keeps a hash compact (a listpack) only while every value is at most `hash-max-listpack-value` bytes, 64 by default; asynq's task hash holds the whole payload in one field, so each task hash is a full hash table. With `hash-max-listpack-value %d` (`CONFIG SET` or redis.conf; it applies to hashes created after it) the same %s in-process jobs take **%s bytes per job** instead of %s: a setting worth making on a queue Redis that holds large backlogs. The figures below use Redis's defaults.",
 			ListpackValue, num(float64(b.APIJobs)), num(b.ListpackBytes), num(b.DirectBytesAtAPIJobs))
 		p("")
+	}
+	if len(b.Keys) == 3 && len(b.Levels) > 0 {
+		last := b.Levels[len(b.Levels)-1]
+		over := last.BytesPerJob - float64(b.PayloadBytes)
+		if over > BacklogTarget {
+			save := ""
+			if b.ListpackBytes > 0 {
+				save = fmt.Sprintf("The listpack setting saves %s B (measured above);", num(b.DirectBytesAtAPIJobs-b.ListpackBytes))
+			}
+			p("What it would take to meet payload + %d B: a queued job costs %s B beyond its payload, %s B too many. By key: asynq's task hash adds %s B to the payload it holds (its own fields and a hash table per task), the job state hash takes %s B and the budget reservation %s B. %s the rest would need fewer or smaller keys per job — the reservation kept in the job's state hash instead of a hash of its own (which also stores the four budget counters' key names), which would save most of its %s B.",
+				BacklogTarget, num(over), num(over-BacklogTarget), num(float64(b.Keys[1].Bytes-int64(b.PayloadBytes))), num(float64(b.Keys[0].Bytes)), num(float64(b.Keys[2].Bytes)),
+				firstUpper(save), num(float64(b.Keys[2].Bytes)))
+			p("")
+		}
 	}
 	p("| queued jobs | used_memory less clients (MiB) | bytes per job | ÷ (payload + %d B) | in-process fill rate (jobs/s) | submit p50 | submit p99 | submit req/s (8 clients) |", BacklogTarget)
 	p("|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -328,9 +355,10 @@ func renderBacklog(p printer, r *Report) {
 		if !d.Drained {
 			state = fmt.Sprintf("handled %s of %s within the %v budget", num(float64(d.Done)), num(float64(d.Jobs)), r.Options.BacklogDrainBudget)
 		}
-		p("Time to drain: %s jobs queued in process (at %s/s), then one worker process (concurrency 100, a claude-sim process at zero latency) %s: **%s jobs/s**, %s over the first quarter of the jobs and %s over the last (a falling rate would mean a cost per job that grows with the backlog or with the records already stored). CPU per job: worker %s µs, FerretDB %s µs, redis %s µs.",
+		p("Time to drain: %s jobs queued in process (at %s/s), then one worker process (concurrency 100, a claude-sim process at zero latency) %s: **%s jobs/s**, %s over the first quarter of the jobs and %s over the last. CPU per job: worker %s µs, FerretDB %s µs, redis %s µs; all processes together %s µs over the first quarter and %s µs over the last. %s",
 			num(float64(d.Jobs)), num(b.DrainFillRate), state, num(d.JobsPerSec), num(d.FirstQuarterRate), num(d.LastQuarterRate),
-			usPer(d.WorkerCPU, d.Done), usPer(d.Use.Proc, d.Done), usPer(d.Use.Redis, d.Done))
+			usPer(d.WorkerCPU, d.Done), usPer(d.Use.Proc, d.Done), usPer(d.Use.Redis, d.Done),
+			num(float64(d.FirstQuarterCPU)/1e3), num(float64(d.LastQuarterCPU)/1e3), quarterNote(*d))
 		if w := r.Workers; w != nil && w.Median("claudeq", 1) > 0 {
 			p("S1's one-process drain of %s jobs ran at %s jobs/s.", num(float64(w.Jobs)), num(w.Median("claudeq", 1)))
 		}
@@ -489,6 +517,31 @@ func slowCPUNote(s *SlowResult) string {
 		return ""
 	}
 	ca, cb := float64(a.WorkerCPU)/float64(a.Done), float64(b.WorkerCPU)/float64(b.Done)
-	return fmt.Sprintf("Holding more jobs in flight changes the worker's CPU per job from %s µs (N = %s) to %s µs (N = %s), %s×; its memory grows by the amount per job in the table.",
+	return fmt.Sprintf("Holding more jobs in flight changes the worker's own CPU per job from %s µs (N = %s) to %s µs (N = %s), %s×.",
 		num(ca/1e3), num(float64(a.InFlight)), num(cb/1e3), num(float64(b.InFlight)), rx(ratio(cb, ca)))
+}
+
+// quarterNote says whether a drain's rate and CPU per job changed between
+// its first and last quarter.
+func quarterNote(d ProcDrain) string {
+	if d.FirstQuarterRate <= 0 || d.LastQuarterRate <= 0 || d.FirstQuarterCPU <= 0 || d.LastQuarterCPU <= 0 {
+		return ""
+	}
+	rate := d.LastQuarterRate / d.FirstQuarterRate
+	cpu := float64(d.LastQuarterCPU) / float64(d.FirstQuarterCPU)
+	switch {
+	case rate >= 0.85 && cpu <= 1.15:
+		return "The rate and the cost per job held steady through the drain."
+	case cpu > 1.15:
+		return fmt.Sprintf("The CPU per job grew %s× from the first quarter to the last: a cost per job that grows with the work already done (the records already stored: FerretDB's SQLite tables and indexes grow with every job).", rx(cpu))
+	default:
+		return fmt.Sprintf("The rate fell to %s× while the CPU per job stayed within %s×: the drain was slowed by CPU taken elsewhere (see the other load of the S1 rows), not by a cost that grows with the backlog.", rx(rate), rx(cpu))
+	}
+}
+
+func firstUpper(s string) string {
+	if s == "" {
+		return "So"
+	}
+	return s
 }

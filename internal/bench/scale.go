@@ -52,6 +52,7 @@ type ScaleOptions struct {
 
 	PickupFractions []float64     // S4: offered rates, as fractions of S1's saturation
 	PickupDuration  time.Duration // S4: sending time at each rate
+	PickupReps      int           // S4: runs at each rate (0: Reps)
 
 	GrowthJobs   int           // S6: jobs submitted through the api for each row
 	GrowthWindow time.Duration // S6: a row's drain is measured for at most this long
@@ -68,8 +69,8 @@ func DefaultScaleOptions() ScaleOptions {
 		SlowInFlight: []int{200, 2000}, SlowLatency: 2 * time.Second, SlowRounds: 5,
 		BacklogLevels: []int{10_000, 100_000, 1_000_000}, BacklogAPIJobs: 10_000, BacklogDrainJobs: 100_000,
 		BacklogFillBudget: 5 * time.Minute, BacklogDrainBudget: 4 * time.Minute, BacklogProbe: 2 * time.Second,
-		PickupFractions: []float64{0.25, 0.5, 0.9}, PickupDuration: 6 * time.Second,
-		GrowthJobs: 3000, GrowthWindow: 8 * time.Second, GrowthCases: DefaultGrowthCases(3000),
+		PickupFractions: []float64{0.25, 0.5, 0.9}, PickupDuration: 5 * time.Second, PickupReps: 2,
+		GrowthJobs: 3000, GrowthWindow: 6 * time.Second, GrowthCases: DefaultGrowthCases(3000),
 		ToolDuration: 3 * time.Second,
 	}
 }
@@ -145,6 +146,10 @@ type ProcDrain struct {
 	WorkerCPU time.Duration // CPU of the worker processes while they drained
 	SimCPU    time.Duration // CPU of the simulator process
 	WorkerRSS int64         // the worker processes' peak RSS, summed
+	// CPU per job of all the measured processes (workers, bench,
+	// redis-server, simulators) over the first and the last quarter of
+	// the jobs done, from samples every 250 ms.
+	FirstQuarterCPU, LastQuarterCPU time.Duration
 }
 
 // CPUPerJob returns the CPU per job of the workers, the bench process
@@ -375,14 +380,57 @@ func (e *Env) procDrain(ctx context.Context, o *Options, name, bin string, env m
 	defer w.Stop()
 	e.settle(ctx, o)
 	var c0, s0 time.Duration
+	// Every 250 ms, the jobs done and the CPU every process used so far,
+	// for the CPU per job over the first and the last quarter.
+	type cpuPoint struct {
+		done int64
+		cpu  time.Duration
+	}
+	var pts []cpuPoint
+	sctx, stopSampling := context.WithCancel(ctx)
+	sampled := make(chan struct{})
+	sample := func() {
+		if d, err := e.depth(ctx, queue.Default); err == nil {
+			pts = append(pts, cpuPoint{int64(k) - d.pending - d.active - d.retry - d.scheduled, w.CPU() + sims.CPU() + selfCPU() + e.Redis.CPU()})
+		}
+	}
 	st, err := e.drain(ctx, k, budget, func() error {
 		c0, s0 = w.CPU(), sims.CPU()
+		sample()
+		go func() {
+			defer close(sampled)
+			for sctx.Err() == nil {
+				sleep(sctx, 250*time.Millisecond)
+				sample()
+			}
+		}()
 		return e.ResumeDefault()
 	})
+	stopSampling()
 	if err != nil {
 		return ProcDrain{}, fmt.Errorf("%w (%s: %s)", err, name, w.Procs[0].Tail())
 	}
+	<-sampled
 	d := ProcDrain{Procs: n, DrainStats: st, WorkerCPU: w.CPU() - c0, SimCPU: sims.CPU() - s0}
+	// The CPU per job over the first and the last quarter of the jobs done.
+	if q := int64(st.Done) / 4; q > 0 && len(pts) > 2 {
+		at := func(done int64) int {
+			for i, p := range pts {
+				if p.done >= done {
+					return i
+				}
+			}
+			return len(pts) - 1
+		}
+		per := func(a, b cpuPoint) time.Duration {
+			if b.done <= a.done {
+				return 0
+			}
+			return (b.cpu - a.cpu) / time.Duration(b.done-a.done)
+		}
+		d.FirstQuarterCPU = per(pts[0], pts[at(q)])
+		d.LastQuarterCPU = per(pts[at(int64(st.Done)-q)], pts[len(pts)-1])
+	}
 	_, d.WorkerRSS = w.RSS()
 	if err := w.Stop(); err != nil {
 		return d, err
