@@ -16,6 +16,14 @@ run: ## Run everything in one process (claudeq dev): embedded Redis, FerretDB an
 test: ## Run all tests against real servers (installs redis-server, chromium and promtool if it can)
 	@scripts/require-go.sh && scripts/ensure-redis.sh && scripts/ensure-chromium.sh && scripts/ensure-promtool.sh && $(GO) test -race -timeout 20m ./...
 
+.PHONY: chaos
+chaos: ## Reliability scenarios at full scale (kill, restart, starve every part; about an hour), then their figures
+	@scripts/require-go.sh && scripts/ensure-redis.sh && scripts/chaos.sh
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each (default 60s)
+	@scripts/require-go.sh && scripts/fuzz.sh $(or $(FUZZTIME),60s)
+
 .PHONY: bench
 bench: ## Measure the job path and write docs/benchmarks.md
 	@scripts/require-go.sh && scripts/ensure-redis.sh && $(GO) run ./scripts/bench -out docs/benchmarks.md
