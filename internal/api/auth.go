@@ -61,26 +61,37 @@ func (k *keyCache) put(hash string, v cachedKey, now time.Time) {
 }
 
 // credential returns the API key of a request: Authorization: Bearer or
-// x-api-key.
+// x-api-key (what the Anthropic SDKs send). A request may carry both only
+// when they name the same key; two different keys are refused rather than
+// one of them chosen.
 func credential(r *http.Request) (string, error) {
 	auth := r.Header.Values("Authorization")
 	xkey := r.Header.Values("X-Api-Key")
 	if len(auth) > 1 || len(xkey) > 1 {
 		return "", claudeq.Errorf(claudeq.KindAuthentication, "send exactly one Authorization or x-api-key header")
 	}
+	var bearer string
 	if len(auth) == 1 {
 		scheme, token, ok := strings.Cut(strings.TrimSpace(auth[0]), " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") {
 			return "", claudeq.Errorf(claudeq.KindAuthentication, "Authorization must be \"Bearer <api key>\"")
 		}
-		token = strings.TrimSpace(token)
-		if token == "" {
+		bearer = strings.TrimSpace(token)
+		if bearer == "" {
 			return "", claudeq.Errorf(claudeq.KindAuthentication, "Authorization has no API key")
 		}
-		return token, nil
 	}
-	if len(xkey) == 1 && strings.TrimSpace(xkey[0]) != "" {
-		return strings.TrimSpace(xkey[0]), nil
+	var x string
+	if len(xkey) == 1 {
+		x = strings.TrimSpace(xkey[0])
+	}
+	switch {
+	case bearer != "" && x != "" && subtle.ConstantTimeCompare([]byte(bearer), []byte(x)) != 1:
+		return "", claudeq.Errorf(claudeq.KindAuthentication, "Authorization and x-api-key name different API keys: send one")
+	case bearer != "":
+		return bearer, nil
+	case x != "":
+		return x, nil
 	}
 	return "", claudeq.Errorf(claudeq.KindAuthentication, "missing API key: send Authorization: Bearer <key> or x-api-key")
 }

@@ -63,6 +63,10 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 	if c.Response().Committed {
 		return
 	}
+	if anthropicRoute(c) {
+		s.anthropicError(err, c) // Anthropic's types and codes only: messages_v1.go
+		return
+	}
 	var he *echo.HTTPError
 	if errors.As(err, &he) {
 		err = fromEcho(he)

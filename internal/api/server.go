@@ -75,6 +75,9 @@ type Deps struct {
 	Webhooks Webhooks
 	Fleet    Fleet
 	Money    Money
+	// Interactive serves the Anthropic-compatible API (/v1/messages…):
+	// messages.go.
+	Interactive Interactive
 	// Security: hardening, rate limits, content policy (d.Policy), audit
 	// (d.Audit) and metrics (d.Metrics); see security.go.
 	Security
@@ -102,6 +105,8 @@ type Server struct {
 	money  Money
 	ledger Ledger
 	queued backlog
+	ia     Interactive
+	bg     background // work requests leave behind: Drain
 
 	// s.policy, s.metrics, s.limiter, s.auditLog …: security.go
 	hardening
@@ -125,7 +130,7 @@ func New(d Deps) *Server {
 		d.Options.MaxBodyBytes = 1 << 20
 	}
 	s := &Server{q: d.Queue, st: d.Store, c: d.Cache, cat: d.Catalog, log: d.Logger, now: d.Now, opt: d.Options,
-		keys: newKeyCache(d.Options.KeyCacheTTL), wh: d.Webhooks, fl: d.Fleet, money: d.Money}
+		keys: newKeyCache(d.Options.KeyCacheTTL), wh: d.Webhooks, fl: d.Fleet, money: d.Money, ia: d.Interactive}
 	if l, ok := d.Store.(Ledger); ok {
 		s.ledger = l
 	}
@@ -160,7 +165,8 @@ func New(d Deps) *Server {
 	ad.GET("/usage", s.adminUsage)
 	ad.GET("/quotas/:scope/:id", s.getLimit)
 	ad.PUT("/quotas/:scope/:id", s.putLimit)
-	s.mountOps(e) // /metrics, /livez, /readyz, /admin/audit/verify: security.go
+	s.mountMessages(e) // /v1/messages, /v1/messages/count_tokens, /v1/models: messages.go
+	s.mountOps(e)      // /metrics, /livez, /readyz, /admin/audit/verify: security.go
 	return s
 }
 

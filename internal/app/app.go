@@ -22,6 +22,7 @@ import (
 	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/config"
 	"github.com/claudeq/claudeq/internal/queue"
+	"github.com/claudeq/claudeq/internal/redisbatch"
 	"github.com/claudeq/claudeq/internal/store"
 	"github.com/claudeq/claudeq/internal/task"
 	"github.com/claudeq/claudeq/internal/upstream"
@@ -53,6 +54,8 @@ type App struct {
 	Fleet    *upstream.Fleet
 	Money    api.Money
 	commit   *store.Committer
+	icommit  *store.Committer    // interactive requests' ledger entries: messages.go
+	ibatch   *redisbatch.Batcher // interactive requests' background Redis calls: messages.go
 	srv      *asynq.Server
 	httpSrv  *http.Server
 	ln       net.Listener
@@ -222,6 +225,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 	}
 
 	if o.Roles.API {
+		interactive := a.interactive(o) // the Anthropic-compatible API: messages.go
 		a.API = api.New(api.Deps{
 			Queue: a.Queue, Store: a.Store, Cache: ch, Catalog: claudeq.DefaultCatalog(), Logger: o.Logger, Now: o.Now,
 			Options: api.Options{
@@ -234,6 +238,8 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 			Fleet:    a.Fleet,
 			Money:    a.Money,
 			Security: a.apiSecurity(),
+
+			Interactive: interactive,
 		})
 		a.mountBatches(cfg, batches) // /v1/messages/batches: batches.go
 		if err := a.mountMonitor(o); err != nil {
@@ -376,6 +382,19 @@ func (a *App) Shutdown(ctx context.Context) error {
 		if err := a.httpSrv.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if a.API != nil {
+		if err := a.API.Drain(ctx); err != nil { // interactive requests' ledger entries and settlements
+			errs = append(errs, err)
+		}
+	}
+	if a.ibatch != nil {
+		if err := a.ibatch.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if a.icommit != nil {
+		a.icommit.Close()
 	}
 	if a.bgOff != nil {
 		a.bgOff()

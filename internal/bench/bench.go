@@ -24,6 +24,12 @@
 //  6. Money: quota Reserve+Settle pairs per second against two no-op Lua
 //     round trips, and figure 1 with budgets configured against without
 //     (interleaved with figure 1's runs).
+//  7. The Anthropic-compatible API: POST /v1/messages through the gateway
+//     against calling the simulator directly — added latency at
+//     concurrency 1 and at 1,000 requests/s open loop, and the most
+//     requests/s with gateway and simulator on one core — with auth,
+//     budgets and audit on and off (messages.go; the simulator and the
+//     gateways run as child processes, see RunChild).
 //
 // The S figures of issue #9 (worker processes, slow upstream, queue
 // scale, pick-up under load, cost growth, the load generator's rate) run
@@ -67,6 +73,8 @@ type Options struct {
 	FleetNodes      int           // figure 5: simulator nodes of the fleet run
 	MoneyDuration   time.Duration // figure 6: measured window of each Reserve+Settle run
 	MoneyClients    int           // figure 6: goroutines calling Reserve+Settle
+	MessagesRate    float64       // figure 7: open-loop rate of POST /v1/messages; 0: 1000/s
+	MessagesClients int           // figure 7: closed-loop clients of the one-core runs and the profile; 0: 64
 	Profile         bool          // profile one extra submit window and drain, and summarise them in the report
 	Figures         []string      // see FigureNames; empty: all
 	ProfileDir      string        // when set, the CPU profiles are written here (and Profile is implied)
@@ -94,8 +102,9 @@ func QuickOptions() Options {
 
 // FigureNames are the figures -only accepts: submit (1, with figure 6's
 // submit-with-budgets runs), e2e (2), latency (3), pick (4), fleet (5, with
-// figure 2's claudeq runs as its one-node side), money (6's Reserve+Settle).
-var FigureNames = []string{"submit", "e2e", "latency", "pick", "fleet", "money"}
+// figure 2's claudeq runs as its one-node side), money (6's Reserve+Settle),
+// messages (7, POST /v1/messages against the simulator).
+var FigureNames = []string{"submit", "e2e", "latency", "pick", "fleet", "money", "messages"}
 
 func (o *Options) logf(format string, args ...any) {
 	if o.Log != nil {
@@ -128,6 +137,7 @@ type Report struct {
 	Latency  []LatencyResult
 	Pick     *PickResult
 	Money    *MoneyResult
+	Messages *MessagesResult  // figure 7
 	Profiles []ProfileSummary // where the time of the profiled runs went
 	RateNote string           // how figure 3's rate was chosen
 	Warnings int              // warnings and errors the app logged during the run
@@ -185,6 +195,11 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.wants("money") {
 		if r.Money, err = RunMoney(ctx, e, &o); err != nil {
 			return nil, fmt.Errorf("figure 6 (reserve and settle): %w", err)
+		}
+	}
+	if o.wants("messages") {
+		if r.Messages, err = RunMessages(ctx, e, &o); err != nil {
+			return nil, fmt.Errorf("figure 7 (POST /v1/messages): %w", err)
 		}
 	}
 	if o.wants("latency") {

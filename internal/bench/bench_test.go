@@ -49,7 +49,8 @@ func TestRunTiny(t *testing.T) {
 	defer cancel()
 	o := Options{Duration: 200 * time.Millisecond, Warmup: 50 * time.Millisecond, Concurrency: []int{4}, Jobs: 40,
 		DrainBudget: 15 * time.Second, Reps: 1, LatencyDuration: 300 * time.Millisecond, LatencyRate: 40, Command: "test",
-		PickDuration: 20 * time.Millisecond, FleetNodes: 3, MoneyDuration: 200 * time.Millisecond, MoneyClients: 4, Profile: true}
+		PickDuration: 20 * time.Millisecond, FleetNodes: 3, MoneyDuration: 200 * time.Millisecond, MoneyClients: 4, Profile: true,
+		MessagesRate: 100, MessagesClients: 4}
 	var log bytes.Buffer
 	o.Log = &log
 	r, err := Run(ctx, o)
@@ -100,6 +101,19 @@ func TestRunTiny(t *testing.T) {
 		require.NotEmpty(t, pr.Stages, pr.Title)
 	}
 
+	require.NotNil(t, r.Messages)
+	for _, runs := range [][]LoadStats{r.Messages.C1[MsgDirect], r.Messages.C1[MsgOn], r.Messages.C1[MsgOff], r.Messages.C1[MsgProxy],
+		r.Messages.Max[MsgDirect], r.Messages.Max[MsgOn], r.Messages.Max[MsgOff]} {
+		require.Len(t, runs, 1)
+		require.Positive(t, runs[0].OK)
+		require.Zero(t, runs[0].Errors, runs[0].FirstErr)
+	}
+	for _, ol := range r.Messages.Open {
+		require.Len(t, ol, 1)
+		require.Equal(t, ol[0].Sent, ol[0].OK, ol[0].FirstErr)
+	}
+	require.NotNil(t, r.Messages.Profile)
+
 	require.Len(t, r.Latency, 2)
 	for _, l := range r.Latency {
 		require.NotEmpty(t, l.All)
@@ -114,7 +128,7 @@ func TestRunTiny(t *testing.T) {
 	require.NoError(t, Render(&md, r))
 	for _, want := range []string{"## Machine", "## Summary", "## 1. Submit throughput", "## 2. End-to-end throughput",
 		"## 3. Enqueue-to-pick-up latency", "## 4. Balancer pick cost", "## 5. End to end over 3 nodes", "## 6. Money",
-		"## Where the time goes", "## How measured / rerun", "| 1. submit, 4 clients |", "| 6. submit with budgets vs without, 4 clients |"} {
+		"## Where the time goes", "## How measured / rerun", "## 7. Anthropic-compatible API: POST /v1/messages", "| 7. POST /v1/messages added p50, 1 client", "| 1. submit, 4 clients |", "| 6. submit with budgets vs without, 4 clients |"} {
 		require.Contains(t, md.String(), want)
 	}
 }

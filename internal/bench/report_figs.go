@@ -347,7 +347,7 @@ func renderAudit(p printer, r *Report) {
 	if len(with) == 0 {
 		return
 	}
-	p("## 7. The audit log's cost on the submit path")
+	p("## 8. The audit log's cost on the submit path")
 	p("")
 	p("Figure 1's closed loop, interleaved with its runs: the api as in production (every request gets an audit record: a hash-chained document appended in batches by a background writer that gathers records for up to CLAUDEQ_AUDIT_FLUSH_INTERVAL, 50 ms, and appends each batch under one Redis lease with one insert) against the same api with CLAUDEQ_AUDIT_LOG=off. The embedded FerretDB that stores the records runs in the bench process, on the same two cores; in production that work is MongoDB's, on its own machine, so the figure here is an upper bound on the cost.")
 	p("")

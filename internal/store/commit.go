@@ -17,8 +17,10 @@ import (
 
 // Record is everything one finished job writes to the store.
 type Record struct {
-	Job  *claudeq.Job // the terminal job record (required)
-	Turn *Turn        // the conversation turn, for succeeded jobs
+	// Job is the terminal job record. It is nil only for the bill of an
+	// interactive request (POST /v1/messages), which writes Ledger alone.
+	Job  *claudeq.Job
+	Turn *Turn // the conversation turn, for succeeded jobs
 	// Ledger is the billing entry of a job whose upstream call was billed.
 	// It is inserted before the job record (the terminal mark); a
 	// duplicate _id means it was billed before and counts as success.
@@ -33,7 +35,12 @@ type CommitterOptions struct {
 	Flushers int
 	// Timeout bounds one bulk write. Default 10s.
 	Timeout time.Duration
-	Logger  *slog.Logger
+	// Linger is how long a flusher waits for more records after the first
+	// before writing (at most MaxBatch): larger batches, fewer writes, each
+	// record durable up to Linger later. Default 0: write at once, batching
+	// only what arrived during the previous write.
+	Linger time.Duration
+	Logger *slog.Logger
 }
 
 // Committer batches records from many concurrent jobs into few bulk writes
@@ -105,6 +112,9 @@ func (c *Committer) flusher() {
 	batch := make([]*pending, 0, c.opts.MaxBatch)
 	for p := range c.in {
 		batch = append(batch[:0], p)
+		if c.opts.Linger > 0 {
+			batch = c.linger(batch)
+		}
 	drain:
 		for len(batch) < c.opts.MaxBatch {
 			select {
@@ -128,6 +138,25 @@ func (c *Committer) flusher() {
 			q.done <- errs[i]
 		}
 	}
+}
+
+// linger adds to batch the records that arrive within Linger, up to
+// MaxBatch (or until the committer closes).
+func (c *Committer) linger(batch []*pending) []*pending {
+	t := time.NewTimer(c.opts.Linger)
+	defer t.Stop()
+	for len(batch) < c.opts.MaxBatch {
+		select {
+		case q, ok := <-c.in:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, q)
+		case <-t.C:
+			return batch
+		}
+	}
+	return batch
 }
 
 // write stores recs with one bulk write per collection and returns one error
@@ -165,6 +194,9 @@ func (s *Store) write(ctx context.Context, recs []Record) []error {
 	var convModels []mongo.WriteModel
 	var convIdx []int
 	for i, r := range recs {
+		if r.Job == nil {
+			continue // a ledger entry alone (an interactive request)
+		}
 		// An insert, not an upsert: the first terminal record of a job wins
 		// and a re-run cannot overwrite it.
 		jobModels = append(jobModels, mongo.NewInsertOneModel().SetDocument(s.sealJob(jobDoc(r.Job))))

@@ -36,6 +36,9 @@ type LedgerEntry struct {
 	Tokens     int64 `bson:"tokens" json:"tokens"`
 	CostMicros int64 `bson:"cost_micros" json:"cost_micros"`
 	Batch      bool  `bson:"batch" json:"batch"`
+	// Interactive marks the bill of a POST /v1/messages request, whose ID
+	// and JobID are the request id (req_…).
+	Interactive bool `bson:"interactive,omitempty" json:"interactive,omitempty"`
 	// Day is the quota day of the job's reservation (YYYY-MM-DD in the
 	// quota time zone), the day its cost counts against.
 	Day string    `bson:"day" json:"day"`

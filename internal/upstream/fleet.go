@@ -22,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/claudeq/claudeq/internal/claudeq"
+	"github.com/claudeq/claudeq/internal/redisbatch"
 )
 
 // Balancing strategies for FleetOptions.Strategy.
@@ -212,6 +213,7 @@ type Fleet struct {
 	refreshMu sync.Mutex // one refresh at a time
 	rrLocal   atomic.Int64
 	lastWarn  atomic.Int64
+	bg        *redisbatch.Batcher // interactive.go: SetBackground
 }
 
 type fleetNode struct {
@@ -640,6 +642,21 @@ type admission struct {
 // the call in flight. ok is false when the node must not get the call.
 // When Redis fails, the call is let through untracked (fail open).
 func (f *Fleet) admit(ctx context.Context, i int, est int64) (admission, bool) {
+	c := f.admitCall(i, est)
+	res, err := admitScript.Run(ctx, f.rdb, c.keys, c.args...).Int64Slice()
+	return f.admitted(i, c, res, err)
+}
+
+// admitArgs is one admission script call and what its outcome needs.
+type admitArgs struct {
+	keys    []string
+	args    []any
+	adm     admission
+	ms      int64
+	explore bool
+}
+
+func (f *Fleet) admitCall(i int, est int64) admitArgs {
 	n := f.nodes[i]
 	ms := f.o.Now().UnixMilli()
 	minute := ms / 60_000
@@ -651,9 +668,14 @@ func (f *Fleet) admit(ctx context.Context, i int, est int64) (admission, bool) {
 	if s := f.snap.Load(); s != nil && f.o.Strategy == ResponseTime {
 		explore = s.v[i].explore(ms)
 	}
-	res, err := admitScript.Run(ctx, f.rdb,
-		[]string{n.kNode, n.kTrial, f.kInflight, f.kInstances, f.usageKey(minute)},
-		ms, n.cfg.Name, f.inst, n.cfg.RPM, n.cfg.TPM, est, f.trialTTL.Milliseconds(), b01(explore)).Int64Slice()
+	return admitArgs{keys: []string{n.kNode, n.kTrial, f.kInflight, f.kInstances, f.usageKey(minute)},
+		args: []any{ms, n.cfg.Name, f.inst, n.cfg.RPM, n.cfg.TPM, est, f.trialTTL.Milliseconds(), b01(explore)},
+		adm:  adm, ms: ms, explore: explore}
+}
+
+// admitted applies the admission script's answer (res, err) for call c.
+func (f *Fleet) admitted(i int, c admitArgs, res []int64, err error) (admission, bool) {
+	n, adm, ms, explore, est, minute := f.nodes[i], c.adm, c.ms, c.explore, c.adm.est, c.adm.minute
 	if err != nil || len(res) != 2 {
 		f.warn("upstream admission unavailable; calling without shared accounting", err)
 		adm.est = 0
@@ -735,6 +757,23 @@ func (f *Fleet) outcome(ctx context.Context, err error, now time.Time) (o string
 // finish reports a call's outcome: one EVALSHA, run even when ctx is done
 // so that the in-flight count is always given back.
 func (f *Fleet) finish(ctx context.Context, i int, adm admission, resp *Response, callErr error, lat time.Duration) {
+	c := f.finishCall(ctx, i, adm, resp, callErr, lat)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishWait)
+	defer cancel()
+	res, err := finishScript.Run(rctx, f.rdb, c.keys, c.args...).Slice()
+	f.finished(i, c, res, err)
+}
+
+// finishArgs is one finish script call and what its outcome needs.
+type finishArgs struct {
+	keys []string
+	args []any
+	adm  admission
+	now  time.Time
+	msg  string
+}
+
+func (f *Fleet) finishCall(ctx context.Context, i int, adm admission, resp *Response, callErr error, lat time.Duration) finishArgs {
 	n := f.nodes[i]
 	now := f.o.Now()
 	o, until := f.outcome(ctx, callErr, now)
@@ -756,14 +795,16 @@ func (f *Fleet) finish(ctx context.Context, i int, adm admission, resp *Response
 	}
 	var fid [6]byte
 	_, _ = rand.Read(fid[:])
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishWait)
-	defer cancel()
-	res, err := finishScript.Run(rctx, f.rdb,
-		[]string{n.kNode, n.kFails, n.kLat, n.kTrial, f.kInflight, f.kInstances, f.usageKey(adm.minute)},
-		now.UnixMilli(), n.cfg.Name, f.inst, o, lat.Microseconds(), outTokens, until,
-		f.o.FailureWindow.Milliseconds(), f.o.FailureThreshold, f.o.Cooldown.Milliseconds(), ewmaAlpha,
-		b01(adm.trial), b01(adm.tracked), tpmFix, msg, strconv.FormatInt(now.UnixMilli(), 10)+":"+hex.EncodeToString(fid[:]),
-	).Slice()
+	return finishArgs{keys: []string{n.kNode, n.kFails, n.kLat, n.kTrial, f.kInflight, f.kInstances, f.usageKey(adm.minute)},
+		args: []any{now.UnixMilli(), n.cfg.Name, f.inst, o, lat.Microseconds(), outTokens, until,
+			f.o.FailureWindow.Milliseconds(), f.o.FailureThreshold, f.o.Cooldown.Milliseconds(), ewmaAlpha,
+			b01(adm.trial), b01(adm.tracked), tpmFix, msg, strconv.FormatInt(now.UnixMilli(), 10) + ":" + hex.EncodeToString(fid[:])},
+		adm: adm, now: now, msg: msg}
+}
+
+// finished applies the finish script's answer (res, err) for call c.
+func (f *Fleet) finished(i int, c finishArgs, res []any, err error) {
+	n, adm, now, msg := f.nodes[i], c.adm, c.now, c.msg
 	if err != nil || len(res) != 6 {
 		f.warn("reporting an upstream outcome failed", err)
 		return

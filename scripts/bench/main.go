@@ -24,6 +24,9 @@ import (
 )
 
 func main() {
+	if bench.IsChild() { // figure 7's simulator and gateways are this binary again
+		os.Exit(bench.RunChild())
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -51,6 +54,8 @@ func run() error {
 		procJobs = flag.Int("proc-jobs", 0, fmt.Sprintf("S1: jobs each worker-process drain handles (default %d)", def.ProcJobs))
 		inflight = flag.String("slow-inflight", "", "S2: jobs in flight of each slow-upstream run, comma-separated (default 200,2000)")
 		levels   = flag.String("backlog-levels", "", "S3: queued jobs at which Redis memory is measured, comma-separated (default 10000,100000,1000000)")
+		msgRate  = flag.Float64("messages-rate", 0, "figure 7: open-loop rate of POST /v1/messages per second (default 1000)")
+		msgConc  = flag.Int("messages-clients", 0, "figure 7: closed-loop clients of the one-core runs (default 64)")
 	)
 	flag.Parse()
 	o := def
@@ -105,6 +110,7 @@ func run() error {
 		}
 		o.BacklogLevels = ns
 	}
+	o.MessagesRate, o.MessagesClients = *msgRate, *msgConc
 	if *noProf {
 		o.Profile = false
 	}
