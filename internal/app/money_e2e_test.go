@@ -12,6 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
 
+	"github.com/claudeq/claudeq/internal/app"
+	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/quota"
 	"github.com/claudeq/claudeq/internal/store"
 )
@@ -245,4 +247,36 @@ func TestKeyOptionsDeferRequestsPerDayAndDefaultWebhook(t *testing.T) {
 	_ = rcv
 	jr := do(t, "GET", base+"/api/claude/jobs/"+j["id"].(string)+"/webhooks", hookKey, nil).json(t)
 	require.Equal(t, "https://hooks.example.com/claudeq", jr["webhook_url"])
+}
+
+// An interactive request whose api died after writing its ledger entry but
+// before settling leaves a reservation with no job: the reconciler settles
+// it to the ledger's cost; one with no ledger entry either is released.
+func TestReconcilerSettlesAnInteractiveReservationFromTheLedger(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.run(app.Roles{Worker: true, Scheduler: true}, "CLAUDEQ_RECONCILE_INTERVAL", "1s", "CLAUDEQ_QUOTA_RECONCILE_AFTER", "1s")
+	ctx := context.Background()
+	q, err := quota.New(e.redis.Client(t), quota.Options{})
+	require.NoError(t, err)
+	require.NoError(t, q.Reserve(ctx, quota.Reservation{JobID: "req_billed", UserID: "alice", Department: "research", Amount: 50_000}))
+	require.NoError(t, q.Reserve(ctx, quota.Reservation{JobID: "req_unbilled", UserID: "alice", Department: "research", Amount: 70_000}))
+	c := e.store.NewCommitter(store.CommitterOptions{})
+	defer c.Close()
+	require.NoError(t, c.Commit(ctx, store.Record{Ledger: &store.LedgerEntry{ID: "req_billed", JobID: "req_billed", UserID: "alice",
+		Department: "research", Model: "claude-haiku-4-5", Usage: claudeq.Usage{InputTokens: 10, OutputTokens: 20},
+		CostMicros: 1234, Day: q.Day(time.Now()), At: time.Now().UTC(), Interactive: true}}))
+
+	require.Eventually(t, func() bool {
+		st, err := q.Status(ctx, "alice", "research")
+		if err != nil {
+			return false
+		}
+		for _, s := range st {
+			if s.Scope == quota.ScopeUser && s.Period == quota.PeriodDaily {
+				return s.Reserved == 0 && int64(s.Spent) == 1234
+			}
+		}
+		return false
+	}, 30*time.Second, 200*time.Millisecond, "the billed reservation settles to the ledger's 1234, the other is released")
 }
