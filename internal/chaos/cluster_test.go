@@ -30,8 +30,8 @@ type simOptions struct {
 
 // clusterOptions shape a cluster.
 type clusterOptions struct {
-	Nodes int // simulated upstream nodes, default 1
-	Sim   simOptions
+	Nodes    int // simulated upstream nodes, default 1
+	Sim      simOptions
 	Env      map[string]string // overrides of the roles' environment
 	Webhooks bool              // a webhook receiver; jobs carry its URL
 }

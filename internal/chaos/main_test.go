@@ -31,7 +31,7 @@ const (
 // bins holds the paths of the binaries built by TestMain.
 var bins struct {
 	api, worker, scheduler, sim, mongo string
-	err                         error
+	err                                error
 }
 
 func TestMain(m *testing.M) {
