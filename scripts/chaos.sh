@@ -11,7 +11,7 @@ log="${report%.json}.log"
 echo "chaos: full scale, scenarios '$run' one at a time (about an hour for all); log: $log"
 status=0
 CLAUDEQ_CHAOS=full CLAUDEQ_CHAOS_REPORT="$report" CLAUDEQ_REQUIRE_INTEGRATION=1 \
-  go test -count=1 -v -parallel 1 -timeout 3h -run "$run" ./internal/chaos >"$log" 2>&1 || status=$?
+  go test -tags chaos -count=1 -v -parallel 1 -timeout 3h -run "$run" ./internal/chaos >"$log" 2>&1 || status=$?
 grep -E '^(--- (PASS|FAIL)|ok|FAIL)' "$log" || true
 echo
 echo "figures ($report):"
