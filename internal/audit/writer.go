@@ -246,6 +246,9 @@ func (w *Writer) run() {
 		if w.opts.FlushInterval > 0 && backoff == 0 && (replay == nil || replay.eof) {
 			linger = time.NewTimer(w.opts.FlushInterval)
 		}
+		// Gathering never holds more than the buffer's size on top of it, so
+		// that a store outage reaches the spill directory as soon as before.
+		gather := min(w.opts.MaxBatch, max(cap(w.in), 1))
 	fill:
 		for len(pending) < w.opts.MaxBatch {
 			select {
@@ -258,7 +261,7 @@ func (w *Writer) run() {
 				continue
 			default:
 			}
-			if linger == nil {
+			if linger == nil || len(pending) >= gather {
 				break fill
 			}
 			// Wait for more records until the batch is full, the
