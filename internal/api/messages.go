@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -523,7 +524,7 @@ func (s *Server) afterward(c echo.Context, call v1Call, reply *upstream.Reply, u
 	s.bg.wg.Add(1)
 	go func() {
 		defer s.bg.wg.Done()
-		reply.Finish(u, callErr)
+		reply.Finish(u, nodeError(callErr))
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		if entry != nil && s.ia.Committer != nil {
@@ -580,3 +581,18 @@ func (s *Server) commitLedger(ctx context.Context, e *store.LedgerEntry) {
 
 // quota returns the budgets (nil: none).
 func (s *Server) quota() *quota.Quota { return s.money.Quota }
+
+// opClientGone is the Op of the error that ends a stream whose client went
+// away.
+const opClientGone = "api.stream.client"
+
+// nodeError is what a call's outcome says about the node that answered it:
+// a client that hung up mid-stream is no failure of the node, which was
+// answering (its health, cooldown and error count stay as they were).
+func nodeError(callErr error) error {
+	var e *claudeq.Error
+	if errors.As(callErr, &e) && e.Op == opClientGone {
+		return nil
+	}
+	return callErr
+}

@@ -87,7 +87,7 @@ func (s *Server) streamMessages(c echo.Context, call v1Call, x upstream.Exchange
 		break
 	}
 	if clientErr != nil && callErr == nil {
-		callErr = &claudeq.Error{Kind: claudeq.KindUnavailable, Op: "api.stream", Msg: "the client went away", Err: clientErr}
+		callErr = &claudeq.Error{Kind: claudeq.KindUnavailable, Op: opClientGone, Msg: "the client went away", Err: clientErr}
 	}
 	u := acc.final()
 	model := acc.model

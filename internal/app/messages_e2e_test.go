@@ -369,6 +369,17 @@ func TestMessagesClientThatDisconnectsIsBilledForWhatItReceived(t *testing.T) {
 		"the upstream call is canceled too, not run to its end")
 	time.Sleep(300 * time.Millisecond)
 	require.Len(t, e.ledgerOf(t, "erin", 1), 1, "exactly once")
+
+	// The node was answering: a client that hangs up is not its failure.
+	admin, _ := e.key("root", "ops", "admin")
+	r := do(t, "GET", base+"/admin/nodes", admin, nil)
+	require.Equal(t, http.StatusOK, r.Status, "%s", r.Body)
+	nodes := r.json(t)["data"].([]any)
+	require.Len(t, nodes, 1)
+	node := nodes[0].(map[string]any)
+	require.Equal(t, "healthy", node["status"], "%v", node)
+	require.EqualValues(t, 0, node["errors"], "%v", node)
+	require.EqualValues(t, 0, node["failures"], "%v", node)
 }
 
 func TestMessagesQuotaExhaustedKeyGetsAnAnthropicError(t *testing.T) {
