@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -372,15 +373,32 @@ func (c *cluster) checkAPI(s *submitter, jobs map[string]*claudeq.Job) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			req, _ := http.NewRequest(http.MethodGet, api.URL()+"/api/claude/jobs/"+id, nil)
-			req.Header.Set("Authorization", "Bearer "+keys[j.UserID])
 			var got struct {
 				Status string `json:"status"`
 			}
-			resp, err := client.Do(req)
-			if err == nil {
-				err = json.NewDecoder(resp.Body).Decode(&got)
+			var err error
+			// A 503 (the store timed out on a loaded machine) is retried
+			// after its Retry-After, as a client would; 5 times at most.
+			for try := 0; ; try++ {
+				req, _ := http.NewRequest(http.MethodGet, api.URL()+"/api/claude/jobs/"+id, nil)
+				req.Header.Set("Authorization", "Bearer "+keys[j.UserID])
+				var resp *http.Response
+				if resp, err = client.Do(req); err != nil {
+					break
+				}
+				if resp.StatusCode == http.StatusServiceUnavailable && try < 5 {
+					wait, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+					_ = resp.Body.Close()
+					time.Sleep(time.Duration(max(wait, 1)) * time.Second)
+					continue
+				}
+				if resp.StatusCode != http.StatusOK {
+					err = fmt.Errorf("status %d", resp.StatusCode)
+				} else {
+					err = json.NewDecoder(resp.Body).Decode(&got)
+				}
 				_ = resp.Body.Close()
+				break
 			}
 			if err != nil || got.Status != string(j.Status) {
 				mu.Lock()
