@@ -75,6 +75,7 @@ type Options struct {
 	MoneyClients    int           // figure 6: goroutines calling Reserve+Settle
 	MessagesRate    float64       // figure 7: open-loop rate of POST /v1/messages; 0: 1000/s
 	MessagesClients int           // figure 7: closed-loop clients of the one-core runs and the profile; 0: 64
+	AuditRate       float64       // figure 8: submit rate of the fixed-rate runs; 0: DefaultAuditRate
 	Profile         bool          // profile one extra submit window and drain, and summarise them in the report
 	Figures         []string      // see FigureNames; empty: all
 	ProfileDir      string        // when set, the CPU profiles are written here (and Profile is implied)
@@ -133,6 +134,7 @@ type Report struct {
 	Machine  Machine
 	Options  Options
 	Submit   []SubmitResult
+	Audit    *AuditLatency // figure 8's fixed-rate half
 	E2E      *E2EResult
 	Latency  []LatencyResult
 	Pick     *PickResult
@@ -176,6 +178,9 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 		if prof != nil {
 			r.Profiles = append(r.Profiles, *prof)
+		}
+		if r.Audit, err = runAuditLatency(ctx, e, &o); err != nil {
+			return nil, fmt.Errorf("figure 8 (audit log, fixed rate): %w", err)
 		}
 	}
 	if o.wants("e2e") || o.wants("fleet") {

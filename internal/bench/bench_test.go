@@ -50,7 +50,7 @@ func TestRunTiny(t *testing.T) {
 	o := Options{Duration: 200 * time.Millisecond, Warmup: 50 * time.Millisecond, Concurrency: []int{4}, Jobs: 40,
 		DrainBudget: 15 * time.Second, Reps: 1, LatencyDuration: 300 * time.Millisecond, LatencyRate: 40, Command: "test",
 		PickDuration: 20 * time.Millisecond, FleetNodes: 3, MoneyDuration: 200 * time.Millisecond, MoneyClients: 4, Profile: true,
-		MessagesRate: 100, MessagesClients: 4}
+		MessagesRate: 100, MessagesClients: 4, AuditRate: 100}
 	var log bytes.Buffer
 	o.Log = &log
 	r, err := Run(ctx, o)
@@ -64,6 +64,18 @@ func TestRunTiny(t *testing.T) {
 		require.Zero(t, x.Errors, x.FirstErr)
 	}
 	require.Len(t, s.Budgets, 1)
+	require.Len(t, s.NoAudit, 1)
+
+	require.NotNil(t, r.Audit, "figure 8's fixed-rate runs")
+	require.Equal(t, 100.0, r.Audit.Rate)
+	for _, x := range append(r.Audit.On, r.Audit.Off...) {
+		require.Positive(t, x.OK)
+		require.Zero(t, x.Errors, x.FirstErr)
+		require.Positive(t, x.P50)
+		require.LessOrEqual(t, x.P50, x.P99)
+	}
+	require.Len(t, r.Audit.On, 1)
+	require.Len(t, r.Audit.Off, 1)
 
 	require.NotNil(t, r.E2E)
 	for _, x := range append(r.E2E.Subject, r.E2E.Baseline...) {
@@ -128,7 +140,8 @@ func TestRunTiny(t *testing.T) {
 	require.NoError(t, Render(&md, r))
 	for _, want := range []string{"## Machine", "## Summary", "## 1. Submit throughput", "## 2. End-to-end throughput",
 		"## 3. Enqueue-to-pick-up latency", "## 4. Balancer pick cost", "## 5. End to end over 3 nodes", "## 6. Money",
-		"## Where the time goes", "## How measured / rerun", "## 7. Anthropic-compatible API: POST /v1/messages", "| 7. POST /v1/messages added p50, 1 client", "| 1. submit, 4 clients |", "| 6. submit with budgets vs without, 4 clients |"} {
+		"## Where the time goes", "## How measured / rerun", "## 7. Anthropic-compatible API: POST /v1/messages", "| 7. POST /v1/messages added p50, 1 client", "| 1. submit, 4 clients |", "| 6. submit with budgets vs without, 4 clients |",
+		"## 8. The audit log's cost on the submit path", "| 8. submit latency p50 with the audit log vs without, 100/s |"} {
 		require.Contains(t, md.String(), want)
 	}
 }

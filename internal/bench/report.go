@@ -116,6 +116,21 @@ func Render(w io.Writer, r *Report) error {
 				s.Concurrency, num(a), rx(ratio(a, n)), num(n), rx(AuditTarget)))
 		}
 	}
+	if l := r.Audit; l != nil {
+		on50, off50, on99, off99 := l.medians()
+		for _, q := range []struct {
+			name    string
+			on, off time.Duration
+		}{{"p50", on50, off50}, {"p99", on99, off99}} {
+			x := durRatio(q.on, q.off)
+			ok := x <= AuditLatencyTarget
+			p("| 8. submit latency %s with the audit log vs without, %.0f/s | %v | %v | %s× | ≤ %s× | %s |", q.name, l.Rate, ms(q.on), ms(q.off), rx(x), rx(AuditLatencyTarget), verdict(ok))
+			if !ok {
+				misses = append(misses, fmt.Sprintf("Figure 8 at %.0f submits/s: the %s latency with the audit log is %v, %s× the %v without; the target is ≤ %s×.",
+					l.Rate, q.name, ms(q.on), rx(x), ms(q.off), rx(AuditLatencyTarget)))
+			}
+		}
+	}
 	if m := r.Money; m != nil {
 		sub, fl := Median(rps(m.Subject)), Median(rps(m.Floor))
 		p("| 6. quota Reserve+Settle, %d goroutines | %s pairs/s | %s pairs/s (two no-op Lua calls) | %s× | — | — |", m.Clients, num(sub), num(fl), rx(ratio(sub, fl)))

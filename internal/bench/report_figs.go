@@ -373,4 +373,40 @@ func renderAudit(p printer, r *Report) {
 			ms(a50), ms(n50), signed(a50-n50), ms(medianP99(s.Subject)), ms(medianP99(s.NoAudit)))
 	}
 	p("")
+	if l := r.Audit; l != nil {
+		p("At a fixed rate of %.0f submits/s (open loop, a fresh api and database per run, %v each after a %v warm-up, interleaved): the latency a client sees, which is what the log must not slow; the closed loop above measures the most a machine submits, which the store's CPU on these shared cores bounds.", l.Rate, r.Options.Duration, r.Options.Warmup)
+		p("")
+		p("| rep | audit log | sent | errors | p50 | p90 | p99 | bench-process CPU µs/req | other load (CPUs) |")
+		p("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+		for i := range max(len(l.On), len(l.Off)) {
+			for _, side := range []struct {
+				name string
+				l    []RateStats
+			}{{"on", l.On}, {"off", l.Off}} {
+				if i >= len(side.l) {
+					continue
+				}
+				x := side.l[i]
+				p("| %d | %s | %d | %d | %v | %v | %v | %s | %s |", i+1, side.name, x.Sent, x.Errors, ms(x.P50), ms(x.P90), ms(x.P99),
+					perOp(x.Use.Proc, x.OK, time.Microsecond), load(x.Use, r.Options.Duration))
+			}
+		}
+		on50, off50, on99, off99 := l.medians()
+		p("| median | | | | **%v** vs **%v** (%s×) | | **%v** vs **%v** (%s×) | | |", ms(on50), ms(off50), rx(durRatio(on50, off50)), ms(on99), ms(off99), rx(durRatio(on99, off99)))
+		p("")
+	}
+}
+
+// medians returns the median p50 and p99 with the audit log and without.
+func (l *AuditLatency) medians() (on50, off50, on99, off99 time.Duration) {
+	p50 := func(s RateStats) time.Duration { return s.P50 }
+	p99 := func(s RateStats) time.Duration { return s.P99 }
+	return rateP(l.On, p50), rateP(l.Off, p50), rateP(l.On, p99), rateP(l.Off, p99)
+}
+
+func durRatio(a, b time.Duration) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
 }

@@ -56,6 +56,7 @@ func run() error {
 		levels   = flag.String("backlog-levels", "", "S3: queued jobs at which Redis memory is measured, comma-separated (default 10000,100000,1000000)")
 		msgRate  = flag.Float64("messages-rate", 0, "figure 7: open-loop rate of POST /v1/messages per second (default 1000)")
 		msgConc  = flag.Int("messages-clients", 0, "figure 7: closed-loop clients of the one-core runs (default 64)")
+		audRate  = flag.Float64("audit-rate", 0, fmt.Sprintf("figure 8: submit rate of the fixed-rate runs with and without the audit log (default %d)", bench.DefaultAuditRate))
 	)
 	flag.Parse()
 	o := def
@@ -111,6 +112,7 @@ func run() error {
 		o.BacklogLevels = ns
 	}
 	o.MessagesRate, o.MessagesClients = *msgRate, *msgConc
+	o.AuditRate = *audRate
 	if *noProf {
 		o.Profile = false
 	}
