@@ -684,3 +684,28 @@ func jsonLine(r Record) (string, error) {
 	b, err := json.Marshal(r)
 	return string(b), err
 }
+
+// A stale Redis head under a batch larger than the store's own insert
+// batch: FerretDB splits an insert into batches of 100 and, after a
+// duplicate key in one, goes on inserting the next (MongoDB stops at the
+// first error of an ordered insert), which put records past a gap in the
+// chain (seen under load: a timed-out insert that had in fact landed
+// left the head stale). The chain must stay intact.
+func TestStaleRedisHeadLargeBatch(t *testing.T) {
+	t.Parallel()
+	b := setup(t, setupOpts{})
+	ctx := context.Background()
+	b.append(t, 3)
+	rc := b.redis.Client(t)
+	old, err := rc.Get(ctx, "claudeq:audit:head").Result()
+	require.NoError(t, err)
+	b.append(t, 60)
+	require.NoError(t, rc.Set(ctx, "claudeq:audit:head", old, 0).Err())
+	recs := make([]*Record, 160)
+	for i := range recs {
+		r := request(1000 + i)
+		recs[i] = &r
+	}
+	require.NoError(t, b.chain.Append(ctx, recs...))
+	requireIntact(t, b.verify(t), 223)
+}

@@ -300,16 +300,28 @@ func (c *Chain) insert(ctx context.Context, head Head, recs []*Record) (int, err
 		prev = Head{Seq: r.Seq, Hash: r.Hash}
 		docs[i] = r
 	}
-	_, err := c.records.InsertMany(ctx, docs, options.InsertMany().SetOrdered(true))
-	if err == nil {
-		return len(recs), nil
+	for done := 0; done < len(docs); done += insertChunk {
+		chunk := docs[done:min(done+insertChunk, len(docs))]
+		_, err := c.records.InsertMany(ctx, chunk, options.InsertMany().SetOrdered(true))
+		if err == nil {
+			continue
+		}
+		var bwe mongo.BulkWriteException
+		if errors.As(err, &bwe) && len(bwe.WriteErrors) > 0 && bwe.WriteConcernError == nil {
+			return done + bwe.WriteErrors[0].Index, err
+		}
+		return done, err
 	}
-	var bwe mongo.BulkWriteException
-	if errors.As(err, &bwe) && len(bwe.WriteErrors) > 0 && bwe.WriteConcernError == nil {
-		return bwe.WriteErrors[0].Index, err
-	}
-	return 0, err
+	return len(recs), nil
 }
+
+// insertChunk caps the records of one insert command. FerretDB splits an
+// insert into batches of 100 and, after a write error in one, goes on with
+// the next even when the insert is ordered (MongoDB stops at the first
+// error): a duplicate key on a stale head then stored later records past a
+// gap in the chain (TestStaleRedisHeadLargeBatch). Within one of its
+// batches it stops at the first error, as it should.
+const insertChunk = 100
 
 // dropStored removes from recs those whose EventID is already in the chain.
 func (c *Chain) dropStored(ctx context.Context, recs []*Record) ([]*Record, error) {

@@ -269,7 +269,8 @@ func (c *cluster) account(s *submitter, within time.Duration) accounting {
 		}
 		return c.nothingStuck()
 	}, &last)
-	require.True(t, ok, "quotas equal the ledger and nothing is stuck: %s", last)
+	require.True(t, ok, "quotas equal the ledger and nothing is stuck: %s; ledger entries whose reservation disagrees: %v",
+		last, c.disagreeingHolds(q, ledger))
 	a.Settled = time.Since(settleFrom)
 	c.checkAPI(s, jobs)
 
@@ -470,4 +471,31 @@ func (c *cluster) checkUpstreamCalls(a *accounting) {
 	}
 	require.Zero(t, early, "calls before retry-after: %s", sample)
 	require.Zero(t, after400, "calls after a 400 (not retryable): %s", sample)
+}
+
+// disagreeingHolds lists the ledger entries whose reservation is not
+// settled to the entry's cost, with the reservation as Redis has it and the
+// job's record: the diagnosis of a quota that differs from the ledger.
+func (c *cluster) disagreeingHolds(q *quota.Quota, ledger []store.LedgerEntry) []string {
+	ctx := context.Background()
+	var out []string
+	for _, e := range ledger {
+		h, err := q.Hold(ctx, e.JobID)
+		if err == nil && h.State == quota.StateSettled && int64(h.Actual) == e.CostMicros {
+			continue
+		}
+		j, jerr := c.store.Job(ctx, e.JobID)
+		desc := fmt.Sprintf("job %s: ledger %d µ$ day %s; ", e.JobID, e.CostMicros, e.Day)
+		if err != nil {
+			desc += "reservation: " + err.Error()
+		} else {
+			desc += fmt.Sprintf("reservation %s amount %d actual %d day %s made %s", h.State, h.Amount, h.Actual, h.Day, h.At.Format(time.RFC3339Nano))
+		}
+		if jerr == nil {
+			desc += fmt.Sprintf("; record %s cost %d attempts %d created %s finished %s nodes %v", j.Status, j.CostMicros, j.Attempts,
+				j.CreatedAt.Format(time.RFC3339Nano), j.FinishedAt.Format(time.RFC3339Nano), j.Nodes)
+		}
+		out = append(out, desc)
+	}
+	return out
 }
