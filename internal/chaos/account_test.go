@@ -20,6 +20,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
+	"github.com/claudeq/claudeq/internal/audit"
 	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/quota"
 	"github.com/claudeq/claudeq/internal/sim"
@@ -104,6 +105,7 @@ type accounting struct {
 	CallsBy                     map[string]int // upstream calls by status
 	WebhookEvents, Deliveries   int
 	SpentMicros                 int64
+	AuditRecords                int64 // in the audit chain, verified intact
 	// Settled is how long after every job was terminal the Redis side
 	// (live states, quota counters, asynq queues) agreed with the records.
 	Settled time.Duration
@@ -118,8 +120,8 @@ func (a accounting) CallsPerSuccess() float64 {
 }
 
 func (a accounting) String() string {
-	return fmt.Sprintf("%d accepted: %d succeeded, %d failed %v; %d attempts, %d jobs with more than one; %d records without a 202; %d upstream calls %v (%.2f per success); %d webhook events in %d deliveries; Redis agreed with the records %.1f s after the last job ended",
-		a.Accepted, a.Succeeded, a.Failed, a.FailedBy, a.Attempts, a.Reruns, a.Unacknowledged, a.Calls, a.CallsBy, a.CallsPerSuccess(), a.WebhookEvents, a.Deliveries, a.Settled.Seconds())
+	return fmt.Sprintf("%d accepted: %d succeeded, %d failed %v; %d attempts, %d jobs with more than one; %d records without a 202; %d upstream calls %v (%.2f per success); %d webhook events in %d deliveries; Redis agreed with the records %.1f s after the last job ended; audit chain intact, %d records",
+		a.Accepted, a.Succeeded, a.Failed, a.FailedBy, a.Attempts, a.Reruns, a.Unacknowledged, a.Calls, a.CallsBy, a.CallsPerSuccess(), a.WebhookEvents, a.Deliveries, a.Settled.Seconds(), a.AuditRecords)
 }
 
 // account is the check that ends every scenario: every job that got a 202
@@ -128,8 +130,8 @@ func (a accounting) String() string {
 // one ledger entry if it succeeded (none if not), one conversation with
 // one turn if it succeeded, and one webhook event per webhook-id when
 // webhooks are on; the quota counters equal the ledger with nothing
-// reserved; no job is left queued, running or retrying in Redis; and the
-// simulators saw no retry before a retry-after and no retry of a 400.
+// reserved; no job is left queued, running or retrying in Redis; the audit
+// log is an intact hash chain; and the simulators saw no retry before a retry-after and no retry of a 400.
 func (c *cluster) account(s *submitter, within time.Duration) accounting {
 	t := c.t
 	t.Helper()
@@ -273,6 +275,14 @@ func (c *cluster) account(s *submitter, within time.Duration) accounting {
 		last, c.disagreeingHolds(q, ledger))
 	a.Settled = time.Since(settleFrom)
 	c.checkAPI(s, jobs)
+
+	// The audit log is an intact hash chain (claudeq audit verify).
+	chain, err := audit.New(audit.Config{DB: c.db})
+	require.NoError(t, err)
+	rep, err := chain.Verify(ctx)
+	require.NoError(t, err)
+	require.True(t, rep.OK(), "audit chain broken at %v: %s", rep.FirstBroken, rep.Reason)
+	a.AuditRecords = rep.Checked
 
 	c.checkUpstreamCalls(&a)
 	return a
