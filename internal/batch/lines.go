@@ -58,6 +58,12 @@ func ReadLines(r io.Reader, path, model string, maxTokens int) ([]json.RawMessag
 		case len(line.Params) > 0 && (line.Prompt != nil || line.Model != "" || line.MaxTokens != nil || line.System != ""):
 			return nil, fmt.Errorf("%s: give params, or prompt/model/max_tokens/system, not both", where)
 		case len(line.Params) > 0:
+			// The api refuses a whole batch for one request whose params
+			// are not an object: refuse the line here, before any part of
+			// the input is submitted.
+			if line.Params[0] != '{' {
+				return nil, fmt.Errorf("%s: params must be a JSON object (a Messages API request)", where)
+			}
 			params = line.Params
 		case line.Prompt != nil:
 			m, mt := model, maxTokens
