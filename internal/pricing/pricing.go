@@ -121,7 +121,11 @@ func Load(path string) (*Table, error) {
 	if !f.ReplaceDefaults {
 		base, _ = decode(defaultYAML)
 	}
-	t, err := New(merge(base, f))
+	f, err = merge(base, f)
+	if err != nil {
+		return nil, fmt.Errorf("pricing: %s: %w", path, err)
+	}
+	t, err := New(f)
 	if err != nil {
 		return nil, fmt.Errorf("pricing: %s: %w", path, err)
 	}
@@ -148,7 +152,17 @@ func decode(data []byte) (File, error) {
 	return f, nil
 }
 
-func merge(base, over File) File {
+// merge adds over to base; ids are compared in lower case, as New does,
+// and over must not list one id twice in different cases.
+func merge(base, over File) (File, error) {
+	ids := map[string]string{}
+	for id := range over.Models {
+		k := strings.ToLower(strings.TrimSpace(id))
+		if other, dup := ids[k]; dup {
+			return File{}, fmt.Errorf("model %q: listed twice, also as %q (ids are not case-sensitive)", max(id, other), min(id, other))
+		}
+		ids[k] = id
+	}
 	out := File{DefaultTier: base.DefaultTier, Aliases: map[string]string{}, Models: map[string][]Version{}}
 	if over.DefaultTier != "" {
 		out.DefaultTier = over.DefaultTier
@@ -159,9 +173,11 @@ func merge(base, over File) File {
 		}
 	}
 	for id, vs := range base.Models {
-		out.Models[id] = append([]Version(nil), vs...)
+		id = strings.ToLower(strings.TrimSpace(id))
+		out.Models[id] = append(out.Models[id], vs...)
 	}
 	for id, vs := range over.Models {
+		id = strings.ToLower(strings.TrimSpace(id)) // as New compares them
 	next:
 		for _, v := range vs {
 			cur := out.Models[id]
@@ -174,7 +190,7 @@ func merge(base, over File) File {
 			out.Models[id] = append(cur, v)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // New validates f and builds its table.
@@ -182,9 +198,16 @@ func New(f File) (*Table, error) {
 	t := &Table{models: map[string][]Version{}, aliases: map[string]string{}}
 	var errs []error
 	for id, vs := range f.Models {
+		written := id
 		id = strings.ToLower(strings.TrimSpace(id))
 		if id == "" || len(vs) == 0 {
 			errs = append(errs, fmt.Errorf("model %q: needs an id and at least one version", id))
+			continue
+		}
+		if _, dup := t.models[id]; dup {
+			// Ids are compared in lower case: keeping either list would
+			// depend on map order.
+			errs = append(errs, fmt.Errorf("model %q: listed twice (ids are not case-sensitive)", written))
 			continue
 		}
 		vs = append([]Version(nil), vs...)
