@@ -428,8 +428,9 @@ func (t *Table) Cost(model string, u claudeq.Usage, batch bool, at time.Time) (M
 }
 
 // Estimate returns the most a call of model can cost before it is made:
-// inputTokens priced at the dearest input class (a prompt may be written to
-// the 1-hour cache, which costs up to twice the input price) and output at
+// inputTokens priced at the dearest prompt class (a prompt may be written to
+// the 1-hour cache, which costs up to twice the input price; a price file
+// could even make cache reads dearer than input) and output at
 // its full maxOutputTokens (max_tokens caps output, extended thinking
 // included). It is meant for budget reservations, which are settled to the
 // real cost afterwards.
@@ -448,13 +449,15 @@ func (t *Table) Estimate(model string, inputTokens, maxOutputTokens int64, batch
 	p := Priced{Requested: model, Model: id, Fallback: fallback, EffectiveFrom: v.EffectiveFrom.Time, Batch: batch}
 	r := v.Rates
 	if lp := v.LongPrompt; lp != nil && inputTokens*5 > lp.AboveTokens*4 {
-		r, p.LongPrompt = lp.Rates, true
+		// Near the threshold the call may land on either side of it: the
+		// dearer rate of each class (the band's, in any sane table).
+		r, p.LongPrompt = maxRates(r, lp.Rates), true
 	}
 	d := int64(0)
 	if batch {
 		d = v.BatchDiscountPercent
 	}
-	in := max(r.Input, r.CacheWrite5m, r.CacheWrite1h)
+	in := max(r.Input, r.CacheWrite5m, r.CacheWrite1h, r.CacheRead)
 	p.Breakdown = Breakdown{
 		// +3: Cost rounds five classes up one by one, this two; the
 		// headroom keeps Cost ≤ Estimate whenever the token counts are.
@@ -462,4 +465,10 @@ func (t *Table) Estimate(model string, inputTokens, maxOutputTokens int64, batch
 		Output: classCost(max(maxOutputTokens, 0), r.Output, d),
 	}
 	return p.Breakdown.Total(), p, nil
+}
+
+// maxRates is the dearer rate of a and b in each class.
+func maxRates(a, b Rates) Rates {
+	return Rates{Input: max(a.Input, b.Input), Output: max(a.Output, b.Output), CacheWrite5m: max(a.CacheWrite5m, b.CacheWrite5m),
+		CacheWrite1h: max(a.CacheWrite1h, b.CacheWrite1h), CacheRead: max(a.CacheRead, b.CacheRead)}
 }
