@@ -80,10 +80,10 @@ func FuzzLoad(f *testing.F) {
 	} {
 		f.Add([]byte(s.env), []byte(s.nodes))
 	}
+	path := filepath.Join(f.TempDir(), "nodes.yaml") // one per worker process, rewritten by each input
 	f.Fuzz(func(t *testing.T, data, nodesFile []byte) {
 		env := parseEnv(data)
 		if strings.TrimSpace(env["CLAUDEQ_NODES_FILE"]) != "" {
-			path := filepath.Join(t.TempDir(), "nodes.yaml")
 			if err := os.WriteFile(path, nodesFile, 0o600); err != nil {
 				t.Fatal(err)
 			}
