@@ -13,8 +13,8 @@ run: ## Run everything in one process (claudeq dev): embedded Redis, FerretDB an
 	@scripts/require-go.sh && $(GO) run ./cmd/claudeq dev
 
 .PHONY: test
-test: ## Run all tests against real servers (installs redis-server, chromium and promtool if it can)
-	@scripts/require-go.sh && scripts/ensure-redis.sh && scripts/ensure-chromium.sh && scripts/ensure-promtool.sh && $(GO) test -race -timeout 20m ./...
+test: ## Run all tests against real servers (installs redis-server, chromium and promtool if it can), then every fuzz target for TEST_FUZZTIME (5000x: executions)
+	@scripts/require-go.sh && scripts/ensure-redis.sh && scripts/ensure-chromium.sh && scripts/ensure-promtool.sh && $(GO) test -race -timeout 20m ./... && scripts/fuzz.sh $(or $(TEST_FUZZTIME),5000x)
 
 .PHONY: chaos
 chaos: ## Reliability scenarios at full scale (kill, restart, starve every part; about an hour), then their figures
