@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -19,6 +18,8 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+
+	"github.com/claudeq/claudeq/internal/batch"
 )
 
 // claudeq batch: Message Batches from JSONL files, through the api's
@@ -506,10 +507,9 @@ func openOut(path string, def io.Writer) (io.Writer, func() error, error) {
 	}, nil
 }
 
-var cliCustomID = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
-
-// readBatchFile reads a JSONL file of batch requests and returns each as
-// an Anthropic batch request object {"custom_id", "params"}.
+// readBatchFile reads a JSONL file of batch requests ("-": standard input)
+// and returns each as an Anthropic batch request object {"custom_id",
+// "params"}; see batch.ReadLines.
 func readBatchFile(path, model string, maxTokens int) ([]json.RawMessage, error) {
 	var r io.Reader = os.Stdin
 	if path != "-" {
@@ -520,76 +520,7 @@ func readBatchFile(path, model string, maxTokens int) ([]json.RawMessage, error)
 		defer f.Close()
 		r = f
 	}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 1<<20), 64<<20)
-	var out []json.RawMessage
-	seen := map[string]int{}
-	for n := 1; sc.Scan(); n++ {
-		raw := bytes.TrimSpace(sc.Bytes())
-		if len(raw) == 0 {
-			continue
-		}
-		where := fmt.Sprintf("%s:%d", path, n)
-		var line struct {
-			CustomID  *string         `json:"custom_id"`
-			Params    json.RawMessage `json:"params"`
-			Prompt    *string         `json:"prompt"`
-			System    string          `json:"system"`
-			Model     string          `json:"model"`
-			MaxTokens *int            `json:"max_tokens"`
-		}
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&line); err != nil {
-			return nil, fmt.Errorf("%s: %v (want {\"custom_id\", \"params\"} or {\"custom_id\", \"prompt\", \"model\", \"max_tokens\"})", where, err)
-		}
-		id := fmt.Sprintf("line-%d", n)
-		if line.CustomID != nil {
-			id = *line.CustomID
-		}
-		if !cliCustomID.MatchString(id) {
-			return nil, fmt.Errorf("%s: custom_id %q must be 1 to 64 characters of letters, digits, _ and -", where, id)
-		}
-		if first, dup := seen[id]; dup {
-			return nil, fmt.Errorf("%s: custom_id %q is used before, on line %d; custom ids must be unique", where, id, first)
-		}
-		seen[id] = n
-		var params json.RawMessage
-		switch {
-		case len(line.Params) > 0 && (line.Prompt != nil || line.Model != "" || line.MaxTokens != nil || line.System != ""):
-			return nil, fmt.Errorf("%s: give params, or prompt/model/max_tokens/system, not both", where)
-		case len(line.Params) > 0:
-			params = line.Params
-		case line.Prompt != nil:
-			m, mt := model, maxTokens
-			if line.Model != "" {
-				m = line.Model
-			}
-			if line.MaxTokens != nil {
-				mt = *line.MaxTokens
-			}
-			p := map[string]any{"model": m, "max_tokens": mt,
-				"messages": []map[string]string{{"role": "user", "content": *line.Prompt}}}
-			if line.System != "" {
-				p["system"] = line.System
-			}
-			params, _ = json.Marshal(p)
-		default:
-			return nil, fmt.Errorf("%s: no params and no prompt", where)
-		}
-		obj, _ := json.Marshal(struct {
-			CustomID string          `json:"custom_id"`
-			Params   json.RawMessage `json:"params"`
-		}{id, params})
-		out = append(out, obj)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no requests", path)
-	}
-	return out, nil
+	return batch.ReadLines(r, path, model, maxTokens)
 }
 
 // splitRequests cuts reqs into batches of at most maxRequests requests and

@@ -1,12 +1,14 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/claudeq/claudeq/internal/claudeq"
+	"github.com/claudeq/claudeq/internal/policy"
 )
 
 // FuzzDecodeChat feeds arbitrary bodies to the strict decoder and the chat
@@ -66,6 +68,92 @@ func FuzzCredential(f *testing.F) {
 		}
 		if k == "" || k != strings.TrimSpace(k) {
 			t.Fatalf("accepted key %q", k)
+		}
+	})
+}
+
+// FuzzBatchCreate feeds arbitrary bodies to the Message Batches create
+// reader and each request's params to the params validation, as create
+// does. Properties: every refusal is a caller error (KindInvalidRequest);
+// readRequests hands on at most maxRequests requests, in order, each a JSON
+// object, and accepts only a body that is one JSON object; accepted params
+// are a fixed point (the body sent upstream validates to itself), and
+// redacting it with the default policy keeps it valid.
+func FuzzBatchCreate(f *testing.F) {
+	for _, s := range []string{
+		`{"requests":[{"custom_id":"a","params":{"model":"sonnet","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}}]}`,
+		`{"requests":[{"custom_id":"a-1","params":{"model":"claude-haiku-5-5","max_tokens":1,"messages":[{"role":"user","content":[{"type":"text","text":"mail bob@corp.example.org"}]}],` +
+			`"system":"s","temperature":0.5,"top_p":0.9,"top_k":5,"stop_sequences":["x"],"tools":[{"name":"t","input_schema":{}}],"tool_choice":{"type":"auto"},"thinking":{"type":"enabled","budget_tokens":1024},"metadata":{"user_id":"u"}}},` +
+			`{"custom_id":"b_2","params":{"model":"opus","max_tokens":99999,"messages":[]}}]}`,
+		`{"requests":[]}`, `{"requests":[{"custom_id":"a","params":{}}, {"custom_id":"a","params":{}}]}`,
+		`{"requests":[{"custom_id":null,"params":{}}]}`, `{"requests":[{"params":{}}]}`, `{"requests":[{"custom_id":"a","params":null}]}`,
+		`{"requests":[{"custom_id":"a","params":{"model":"x","max_tokens":1,"messages":[{"role":"user","content":"a"}],"stream":true}}]}`,
+		`{"requests":[],"requests":[]}`, `{"other":1}`, `{}`, `[]`, `{"requests":[]} x`, `{"requests":[`, "", "\xff",
+		`{"requests":[{"custom_id":"a","params":{"model":"sonnet","max_tokens":10,"messages":[{"role":"user","content":"4111 1111 1111 1111"}],"system":[{"type":"text","text":"123-45-6789"}]}}]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	s := New(Deps{Catalog: claudeq.DefaultCatalog(), Options: Options{DefaultMaxTokens: 1024}})
+	h := &batchAPI{s: s}
+	pol := policy.Default()
+	const maxRequests = 8
+	f.Fuzz(func(t *testing.T, body []byte) {
+		calls := 0
+		err := readRequests(bytes.NewReader(body), maxRequests, func(i int, customID string, params json.RawMessage) error {
+			if i != calls {
+				t.Fatalf("request %d handed on as %d", calls, i)
+			}
+			calls++
+			if p := bytes.TrimSpace(params); len(p) == 0 || p[0] != '{' || !json.Valid(p) {
+				t.Fatalf("params %q handed on", params)
+			}
+			if !customIDRe.MatchString(customID) {
+				return claudeq.Errorf(claudeq.KindInvalidRequest, "custom_id")
+			}
+			req, _, err := h.params(params)
+			if err != nil {
+				if claudeq.ErrorKind(err) != claudeq.KindInvalidRequest {
+					t.Fatalf("params error of kind %v: %v", claudeq.ErrorKind(err), err)
+				}
+				return nil
+			}
+			out, err := json.Marshal(req)
+			if err != nil {
+				t.Fatalf("marshal %+v: %v", req, err)
+			}
+			again, _, err := h.params(out)
+			if err != nil {
+				t.Fatalf("the upstream body %s of accepted params %s is refused: %v", out, params, err)
+			}
+			if out2, _ := json.Marshal(again); !bytes.Equal(out, out2) {
+				t.Fatalf("params are not a fixed point:\n%s\n%s", out, out2)
+			}
+			red, _, err := pol.ApplyMessages(out, policy.Redact)
+			if err != nil {
+				if claudeq.ErrorKind(err) != claudeq.KindContentPolicy {
+					t.Fatalf("redact %s: %v", out, err)
+				}
+				return nil
+			}
+			if _, _, err := h.params(red); err != nil {
+				t.Fatalf("redacted body %s is refused: %v", red, err)
+			}
+			return nil
+		})
+		if calls > maxRequests {
+			t.Fatalf("%d requests handed on, limit %d", calls, maxRequests)
+		}
+		if err != nil {
+			if claudeq.ErrorKind(err) != claudeq.KindInvalidRequest {
+				t.Fatalf("error of kind %v: %v", claudeq.ErrorKind(err), err)
+			}
+			return
+		}
+		var whole struct {
+			Requests []json.RawMessage `json:"requests"`
+		}
+		if !json.Valid(body) || json.Unmarshal(body, &whole) != nil || len(whole.Requests) != calls {
+			t.Fatalf("accepted %q with %d requests", body, calls)
 		}
 	})
 }

@@ -17,12 +17,15 @@ import (
 	"github.com/claudeq/claudeq/internal/webhook"
 )
 
-// Secret is a string that never prints: String, LogValue and MarshalJSON all
-// give "REDACTED".
+// Secret is a string that never prints: String, GoString, LogValue and
+// MarshalJSON all give "REDACTED".
 type Secret string
 
 // String implements fmt.Stringer.
 func (Secret) String() string { return "REDACTED" }
+
+// GoString implements fmt.GoStringer, so %#v redacts too.
+func (Secret) GoString() string { return `"REDACTED"` }
 
 // LogValue implements slog.LogValuer.
 func (Secret) LogValue() slog.Value { return slog.StringValue("REDACTED") }

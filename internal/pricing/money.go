@@ -92,7 +92,8 @@ func (r Rate) MarshalJSON() ([]byte, error) { return []byte(r.String()), nil }
 // "2026-10-07" or in RFC 3339.
 type Date struct{ time.Time }
 
-// ParseDate parses "2006-01-02" (as UTC midnight) or an RFC 3339 time.
+// ParseDate parses "2006-01-02" (as UTC midnight) or an RFC 3339 time,
+// whose year in UTC must be 0 to 9999 (so that String can write it).
 func ParseDate(s string) (Date, error) {
 	s = strings.TrimSpace(s)
 	if t, err := time.Parse(time.DateOnly, s); err == nil {
@@ -102,15 +103,19 @@ func ParseDate(s string) (Date, error) {
 	if err != nil {
 		return Date{}, fmt.Errorf("date %q: want YYYY-MM-DD or RFC 3339", s)
 	}
+	if y := t.UTC().Year(); y < 0 || y > 9999 {
+		return Date{}, fmt.Errorf("date %q: year %d in UTC, want 0 to 9999", s, y)
+	}
 	return Date{t.UTC()}, nil
 }
 
-// String formats d as YYYY-MM-DD when it is a UTC midnight, else RFC 3339.
+// String formats d as YYYY-MM-DD when it is a UTC midnight, else RFC 3339
+// (with the fraction of a second, if any): ParseDate reads it back exactly.
 func (d Date) String() string {
 	if d.Equal(d.Truncate(24 * time.Hour)) {
 		return d.UTC().Format(time.DateOnly)
 	}
-	return d.UTC().Format(time.RFC3339)
+	return d.UTC().Format(time.RFC3339Nano)
 }
 
 // UnmarshalYAML implements yaml.Unmarshaler.

@@ -121,7 +121,11 @@ func Load(path string) (*Table, error) {
 	if !f.ReplaceDefaults {
 		base, _ = decode(defaultYAML)
 	}
-	t, err := New(merge(base, f))
+	f, err = merge(base, f)
+	if err != nil {
+		return nil, fmt.Errorf("pricing: %s: %w", path, err)
+	}
+	t, err := New(f)
 	if err != nil {
 		return nil, fmt.Errorf("pricing: %s: %w", path, err)
 	}
@@ -148,7 +152,17 @@ func decode(data []byte) (File, error) {
 	return f, nil
 }
 
-func merge(base, over File) File {
+// merge adds over to base; ids are compared in lower case, as New does,
+// and over must not list one id twice in different cases.
+func merge(base, over File) (File, error) {
+	ids := map[string]string{}
+	for id := range over.Models {
+		k := strings.ToLower(strings.TrimSpace(id))
+		if other, dup := ids[k]; dup {
+			return File{}, fmt.Errorf("model %q: listed twice, also as %q (ids are not case-sensitive)", max(id, other), min(id, other))
+		}
+		ids[k] = id
+	}
 	out := File{DefaultTier: base.DefaultTier, Aliases: map[string]string{}, Models: map[string][]Version{}}
 	if over.DefaultTier != "" {
 		out.DefaultTier = over.DefaultTier
@@ -159,9 +173,11 @@ func merge(base, over File) File {
 		}
 	}
 	for id, vs := range base.Models {
-		out.Models[id] = append([]Version(nil), vs...)
+		id = strings.ToLower(strings.TrimSpace(id))
+		out.Models[id] = append(out.Models[id], vs...)
 	}
 	for id, vs := range over.Models {
+		id = strings.ToLower(strings.TrimSpace(id)) // as New compares them
 	next:
 		for _, v := range vs {
 			cur := out.Models[id]
@@ -174,7 +190,7 @@ func merge(base, over File) File {
 			out.Models[id] = append(cur, v)
 		}
 	}
-	return out
+	return out, nil
 }
 
 // New validates f and builds its table.
@@ -182,9 +198,16 @@ func New(f File) (*Table, error) {
 	t := &Table{models: map[string][]Version{}, aliases: map[string]string{}}
 	var errs []error
 	for id, vs := range f.Models {
+		written := id
 		id = strings.ToLower(strings.TrimSpace(id))
 		if id == "" || len(vs) == 0 {
 			errs = append(errs, fmt.Errorf("model %q: needs an id and at least one version", id))
+			continue
+		}
+		if _, dup := t.models[id]; dup {
+			// Ids are compared in lower case: keeping either list would
+			// depend on map order.
+			errs = append(errs, fmt.Errorf("model %q: listed twice (ids are not case-sensitive)", written))
 			continue
 		}
 		vs = append([]Version(nil), vs...)
@@ -405,8 +428,9 @@ func (t *Table) Cost(model string, u claudeq.Usage, batch bool, at time.Time) (M
 }
 
 // Estimate returns the most a call of model can cost before it is made:
-// inputTokens priced at the dearest input class (a prompt may be written to
-// the 1-hour cache, which costs up to twice the input price) and output at
+// inputTokens priced at the dearest prompt class (a prompt may be written to
+// the 1-hour cache, which costs up to twice the input price; a price file
+// could even make cache reads dearer than input) and output at
 // its full maxOutputTokens (max_tokens caps output, extended thinking
 // included). It is meant for budget reservations, which are settled to the
 // real cost afterwards.
@@ -425,13 +449,15 @@ func (t *Table) Estimate(model string, inputTokens, maxOutputTokens int64, batch
 	p := Priced{Requested: model, Model: id, Fallback: fallback, EffectiveFrom: v.EffectiveFrom.Time, Batch: batch}
 	r := v.Rates
 	if lp := v.LongPrompt; lp != nil && inputTokens*5 > lp.AboveTokens*4 {
-		r, p.LongPrompt = lp.Rates, true
+		// Near the threshold the call may land on either side of it: the
+		// dearer rate of each class (the band's, in any sane table).
+		r, p.LongPrompt = maxRates(r, lp.Rates), true
 	}
 	d := int64(0)
 	if batch {
 		d = v.BatchDiscountPercent
 	}
-	in := max(r.Input, r.CacheWrite5m, r.CacheWrite1h)
+	in := max(r.Input, r.CacheWrite5m, r.CacheWrite1h, r.CacheRead)
 	p.Breakdown = Breakdown{
 		// +3: Cost rounds five classes up one by one, this two; the
 		// headroom keeps Cost ≤ Estimate whenever the token counts are.
@@ -439,4 +465,10 @@ func (t *Table) Estimate(model string, inputTokens, maxOutputTokens int64, batch
 		Output: classCost(max(maxOutputTokens, 0), r.Output, d),
 	}
 	return p.Breakdown.Total(), p, nil
+}
+
+// maxRates is the dearer rate of a and b in each class.
+func maxRates(a, b Rates) Rates {
+	return Rates{Input: max(a.Input, b.Input), Output: max(a.Output, b.Output), CacheWrite5m: max(a.CacheWrite5m, b.CacheWrite5m),
+		CacheWrite1h: max(a.CacheWrite1h, b.CacheWrite1h), CacheRead: max(a.CacheRead, b.CacheRead)}
 }

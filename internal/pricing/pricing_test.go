@@ -54,7 +54,9 @@ func TestDefaultTableMatchesReference(t *testing.T) {
 func TestCost(t *testing.T) {
 	t.Parallel()
 	tab := Default()
-	withTier, err := New(merge(mustDecode(t, defaultYAML), File{DefaultTier: "sonnet"}))
+	merged, err := merge(mustDecode(t, defaultYAML), File{DefaultTier: "sonnet"})
+	require.NoError(t, err)
+	withTier, err := New(merged)
 	require.NoError(t, err)
 
 	tests := []struct {
@@ -322,6 +324,14 @@ models:
 				require.NoError(t, err)
 				require.Equal(t, "tiny-1", id)
 			}},
+		{name: "an id in other case replaces the same model's version", path: write("b2.yaml",
+			`models: {Claude-Opus-5-5: [{effective_from: 2026-01-01, input: 4.5, output: 20, cache_write_5m: 5, cache_write_1h: 8, cache_read: 0.2}]}`),
+			check: func(t *testing.T, tab *Table) {
+				require.Len(t, tab.Versions("claude-opus-5-5"), 1)
+				c, _, err := tab.Cost("opus", claudeq.Usage{InputTokens: 1_000_000}, false, now)
+				require.NoError(t, err)
+				require.Equal(t, Micros(4_500_000), c)
+			}},
 		{name: "empty path is the default", path: "", check: func(t *testing.T, tab *Table) { require.Same(t, Default(), tab) }},
 		{name: "unknown field", path: write("d.yaml", "modles: {}\n"), wantErr: "modles"},
 		{name: "too many decimals", path: write("e.yaml", `models: {x: [{effective_from: 2026-01-01, input: 0.1234567, output: 1, cache_write_5m: 1, cache_write_1h: 1, cache_read: 1}]}`), wantErr: "more than 6 decimals"},
@@ -331,6 +341,8 @@ models:
 		{name: "default tier unknown", path: write("i.yaml", "default_tier: mega\n"), wantErr: `default_tier "mega"`},
 		{name: "bad date", path: write("j.yaml", `models: {x: [{effective_from: 07/10/2026, input: 1, output: 1, cache_write_5m: 1, cache_write_1h: 1, cache_read: 1}]}`), wantErr: "YYYY-MM-DD"},
 		{name: "batch discount of 100%", path: write("k.yaml", `models: {x: [{effective_from: 2026-01-01, input: 1, output: 1, cache_write_5m: 1, cache_write_1h: 1, cache_read: 1, batch_discount_percent: 100}]}`), wantErr: "0–99"},
+		{name: "one id in two cases", path: write("l.yaml", "replace_defaults: true\nmodels:\n  X: [{effective_from: 2026-01-01, input: 1, output: 1, cache_write_5m: 1, cache_write_1h: 1, cache_read: 1}]\n"+
+			"  x: [{effective_from: 2026-01-02, input: 1, output: 1, cache_write_5m: 1, cache_write_1h: 1, cache_read: 1}]\n"), wantErr: "listed twice"},
 		{name: "missing file", path: filepath.Join(dir, "nope.yaml"), wantErr: "no such file"},
 	}
 	for _, tt := range tests {

@@ -136,7 +136,7 @@ func New(cfg Config) (*Secure, error) {
 	}
 	s := &Secure{cfg: cfg, keyParams: map[string]bool{}}
 	for _, p := range cfg.TrustedProxies {
-		s.trusted = append(s.trusted, p.Masked())
+		s.trusted = append(s.trusted, canonical(p))
 	}
 	for p := range cfg.PathCSP {
 		s.prefixes = append(s.prefixes, strings.TrimSuffix(p, "/"))
@@ -161,7 +161,8 @@ func New(cfg Config) (*Secure, error) {
 
 // ParsePrefixes parses CLAUDEQ_TRUSTED_PROXIES: comma- or space-separated
 // CIDRs ("10.0.0.0/8", "fd00::/8") or single addresses ("192.0.2.10",
-// taken as /32 or /128).
+// taken as /32 or /128). An IPv4-mapped range ("::ffff:10.0.0.0/104") is
+// taken in IPv4 form (10.0.0.0/8), as peers are compared unmapped.
 func ParsePrefixes(spec string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	var errs []error
@@ -172,7 +173,7 @@ func ParsePrefixes(spec string) ([]netip.Prefix, error) {
 				errs = append(errs, fmt.Errorf("trusted proxy %q: %w", f, err))
 				continue
 			}
-			out = append(out, p.Masked())
+			out = append(out, canonical(p))
 			continue
 		}
 		a, err := netip.ParseAddr(f)
@@ -184,6 +185,17 @@ func ParsePrefixes(spec string) ([]netip.Prefix, error) {
 		out = append(out, netip.PrefixFrom(a, a.BitLen()))
 	}
 	return out, errors.Join(errs...)
+}
+
+// canonical masks p and writes an IPv4-mapped range in IPv4 form: peers are
+// compared unmapped, and Echo's X-Forwarded-For check reads a mapped range
+// as IPv4 too.
+func canonical(p netip.Prefix) netip.Prefix {
+	p = p.Masked()
+	if p.Addr().Is4In6() { // masking kept the ::ffff, so Bits ≥ 96
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p
 }
 
 // IPExtractor returns the Echo IPExtractor for the trusted proxies (the peer
