@@ -326,11 +326,19 @@ func (s *Secure) keyInQuery(raw string) (string, bool) {
 		if n, err := url.QueryUnescape(name); err == nil {
 			name = n
 		}
+		if keyShaped(name) {
+			return "(a key written as the parameter's name)", true
+		}
 		if s.sensitive(name, val) {
 			return name, true
 		}
 	}
 	return "", false
+}
+
+// keyShaped reports whether s (unescaped) looks like an API key.
+func keyShaped(s string) bool {
+	return slices.ContainsFunc(keyPrefixes, func(p string) bool { return strings.HasPrefix(strings.TrimSpace(s), p) })
 }
 
 func (s *Secure) sensitive(name, rawVal string) bool {
@@ -341,7 +349,7 @@ func (s *Secure) sensitive(name, rawVal string) bool {
 	if err != nil {
 		v = rawVal
 	}
-	return slices.ContainsFunc(keyPrefixes, func(p string) bool { return strings.HasPrefix(strings.TrimSpace(v), p) })
+	return keyShaped(v)
 }
 
 // RedactURL returns u's path and query for logging, with the value of every
@@ -359,7 +367,10 @@ func (s *Secure) RedactURL(u *url.URL) string {
 		if err != nil {
 			n = name
 		}
-		if hasVal && s.sensitive(n, val) {
+		switch {
+		case keyShaped(n):
+			parts[i] = "REDACTED"
+		case hasVal && s.sensitive(n, val):
 			parts[i] = name + "=REDACTED"
 		}
 	}

@@ -184,6 +184,8 @@ func TestRefuseQueryKeys(t *testing.T) {
 		{name: "key-shaped value anywhere", target: "/ip?q=cqk_0123456789", want: http.StatusUnauthorized, param: "q"},
 		{name: "anthropic key value", target: "/ip?x=sk-ant-api03-xyz", want: http.StatusUnauthorized, param: "x"},
 		{name: "keys in the path are not params", target: "/ip?monkey=1", want: http.StatusOK},
+		{name: "a key as a bare name", target: "/ip?cqk_0123456789", want: http.StatusUnauthorized, param: "(a key written as the parameter's name)"},
+		{name: "a key as a name with a value", target: "/ip?limit=1&sk-ant-api03-xyz=1", want: http.StatusUnauthorized, param: "(a key written as the parameter's name)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
