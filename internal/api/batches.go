@@ -305,7 +305,7 @@ func (h *batchAPI) enqueue(c echo.Context, b *claudeq.Batch, items []batchItem) 
 	s := h.s
 	ctx := context.WithoutCancel(c.Request().Context()) // a client gone mid-create must not leave half a batch
 	ttl := max(s.opt.JobStateTTL, h.d.Options.Expiry+time.Hour)
-	opts := []asynq.Option{asynq.MaxRetry(s.opt.JobMaxRetries), asynq.Timeout(s.opt.JobTimeout)}
+	opts := []asynq.Option{task.JobMaxRetry(s.opt.JobMaxRetries), asynq.Timeout(s.opt.JobTimeout)}
 	var subs []queue.Submission
 	var payloads []*task.JobPayload
 	for _, it := range items {

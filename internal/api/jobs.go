@@ -313,7 +313,7 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 	if err != nil {
 		return err
 	}
-	opts := []asynq.Option{asynq.MaxRetry(s.opt.JobMaxRetries), asynq.Timeout(s.opt.JobTimeout)}
+	opts := []asynq.Option{task.JobMaxRetry(s.opt.JobMaxRetries), asynq.Timeout(s.opt.JobTimeout)}
 	ttl := s.opt.JobStateTTL
 	if !deferUntil.IsZero() {
 		// asynq keeps whole seconds: a second late rather than early.

@@ -163,7 +163,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 		mux := asynq.NewServeMux()
 		mux.Handle(task.TypeJobRun, &task.JobHandler{
 			Queue: a.Queue, Store: a.Store, Committer: a.commit, Cache: ch, Upstream: up,
-			Now: o.Now, Logger: o.Logger, IdempotencyTTL: cfg.IdempotencyTTL, Notifier: notifier,
+			Now: o.Now, Logger: o.Logger, IdempotencyTTL: cfg.IdempotencyTTL, NoUpstreamWait: cfg.NoUpstreamWait, Notifier: notifier,
 			Pricing: a.Money.Pricing, Quota: a.Money.Quota, Metrics: a.Metrics, Batches: batches,
 		})
 		mux.Handle(webhook.TypeDeliver, &webhook.Handler{

@@ -240,12 +240,30 @@ func TestEveryNodeDownEndsFailedWithNoHealthyUpstream(t *testing.T) {
 	for range 50 {
 		e.sim.Script("529", "500") // every call fails
 	}
+	// Attempts that find no healthy node wait 3 s without using a retry,
+	// then count (CLAUDEQ_NO_UPSTREAM_WAIT).
 	base := e.all("CLAUDEQ_JOB_MAX_RETRIES", "4", "CLAUDEQ_NODE_FAILURES", "2", "CLAUDEQ_NODE_COOLDOWN", "2s",
-		"CLAUDEQ_UPSTREAM_TIMEOUT", "2s")
+		"CLAUDEQ_UPSTREAM_TIMEOUT", "2s", "CLAUDEQ_NO_UPSTREAM_WAIT", "3s")
 	key, _ := e.key("alice", "research")
 	j := wait(t, base, key, submit(t, base, key, map[string]any{"prompt": "nobody answers"}), 90*time.Second)
 	require.Equal(t, "failed", j["status"])
 	jerr := j["error"].(map[string]any)
 	require.Equal(t, "no_healthy_upstream", jerr["type"], "%v", jerr)
 	require.Contains(t, jerr["message"], "no healthy upstream for model claude-sonnet-5-5")
+}
+
+// A fleet with no healthy node for a while (here the only node, ejected
+// for 3 s after one failure) makes jobs wait for it without using up their
+// retries: with one retry, the job below would otherwise end
+// no_healthy_upstream on its second attempt.
+func TestNoHealthyNodeWaitsWithoutUsingRetries(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	base := e.all("CLAUDEQ_JOB_MAX_RETRIES", "1", "CLAUDEQ_NODE_FAILURES", "1", "CLAUDEQ_NODE_COOLDOWN", "3s")
+	key, _ := e.key("alice", "research")
+	e.sim.Script("500")
+	j := wait(t, base, key, submit(t, base, key, map[string]any{"prompt": "waits for its node"}), 60*time.Second)
+	require.Equal(t, "succeeded", j["status"], "%v", j)
+	require.EqualValues(t, 2, j["attempts"], "the 500 used the one retry; the waits used none")
+	require.EqualValues(t, 2, e.sim.Stats().Requests, "no call while the node was ejected")
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/claudeq/claudeq/internal/app"
 	"github.com/claudeq/claudeq/internal/queue"
 	"github.com/claudeq/claudeq/internal/store"
+	"github.com/claudeq/claudeq/internal/task"
 )
 
 // DrainStats is one drain of a pre-filled queue.
@@ -347,7 +348,7 @@ func (e *Env) drainBaseline(ctx context.Context, o *Options, payload []byte) (Dr
 	t0 := time.Now()
 	if err := Drive(ctx, 32, o.Jobs, func(ctx context.Context, i int64) error {
 		_, err := c.EnqueueContext(ctx, asynq.NewTask("bench:noop", payload), asynq.Queue(queue.Default),
-			asynq.MaxRetry(cfg.JobMaxRetries), asynq.Timeout(cfg.JobTimeout))
+			task.JobMaxRetry(cfg.JobMaxRetries), asynq.Timeout(cfg.JobTimeout))
 		return err
 	}); err != nil {
 		return DrainStats{}, fmt.Errorf("fill: %w", err)

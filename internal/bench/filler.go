@@ -77,7 +77,7 @@ func NewDirectFiller(a *app.App, cfg config.Config, probe []byte, users []User) 
 	if len(f.users) == 0 {
 		f.users = []User{{KeyID: f.proto.KeyID, UserID: f.proto.UserID, Department: f.proto.Department}}
 	}
-	f.opts = []asynq.Option{asynq.MaxRetry(cfg.JobMaxRetries), asynq.Timeout(cfg.JobTimeout)}
+	f.opts = []asynq.Option{task.JobMaxRetry(cfg.JobMaxRetries), asynq.Timeout(cfg.JobTimeout)}
 	return f, nil
 }
 

@@ -109,6 +109,12 @@ type Config struct {
 	JobMaxRetries int
 	// JobTimeout bounds one run of a job. CLAUDEQ_JOB_TIMEOUT, default 10m.
 	JobTimeout time.Duration
+	// NoUpstreamWait is how long after its submission a job waits for a
+	// healthy upstream node without using up its retries when every node is
+	// down, cooling down after a 429 or at its cap (it is retried after the
+	// earliest cooldown, or its backoff). Past it, such attempts count as
+	// retries. CLAUDEQ_NO_UPSTREAM_WAIT, default 10m; 0 turns the wait off.
+	NoUpstreamWait time.Duration
 	// RetryBase and RetryMax shape the jittered exponential backoff between
 	// retries (an upstream retry-after overrides it when longer).
 	// CLAUDEQ_RETRY_BASE, default 1s; CLAUDEQ_RETRY_MAX, default 5m.
@@ -295,6 +301,7 @@ func Load(getenv func(string) string) (Config, error) {
 		MaxQueuedJobs:            int(l.int("CLAUDEQ_MAX_QUEUED_JOBS", 100000, 0)),
 		JobMaxRetries:            int(l.int("CLAUDEQ_JOB_MAX_RETRIES", 8, 0)),
 		JobTimeout:               l.dur("CLAUDEQ_JOB_TIMEOUT", 10*time.Minute),
+		NoUpstreamWait:           l.dur("CLAUDEQ_NO_UPSTREAM_WAIT", 10*time.Minute),
 		RetryBase:                l.dur("CLAUDEQ_RETRY_BASE", time.Second),
 		RetryMax:                 l.dur("CLAUDEQ_RETRY_MAX", 5*time.Minute),
 		Retention:                l.dur("CLAUDEQ_RETENTION", 30*24*time.Hour),

@@ -55,6 +55,10 @@ type JobHandler struct {
 	Quota          Quota         // nil: no budgets
 	IdempotencyTTL time.Duration // how long a finished job's state stays in Redis
 	StashTTL       time.Duration // how long an undelivered answer is kept for the retry; default 24h
+	// NoUpstreamWait is how long after its submission a job whose attempt
+	// finds no healthy upstream node waits for one without using up a
+	// retry (0: such an attempt uses one up at once).
+	NoUpstreamWait time.Duration
 	// Metrics records every upstream call (outcome, latency, tokens,
 	// errors) and the cost of every billed job; nil records nothing.
 	Metrics *metrics.Metrics
@@ -129,6 +133,18 @@ func (h *JobHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		if err := h.call(ctx, &p, &out); err != nil {
 			n, _ := asynq.GetRetryCount(ctx)
 			max, _ := asynq.GetMaxRetry(ctx)
+			max-- // the job's own retries (JobMaxRetry)
+			if claudeq.ErrorKind(err) == claudeq.KindNoUpstream && ctx.Err() == nil && h.Now().Sub(p.CreatedAt) < h.NoUpstreamWait {
+				// Every node is down, cooling down after a 429 or at its
+				// cap: wait for one (after the error's retry-after) without
+				// using up a retry, for NoUpstreamWait after the job's
+				// submission; then such attempts count as any other.
+				log.Warn("no healthy upstream node; waiting without using a retry", "attempt", n+1, "err", err)
+				if qerr := h.Queue.Requeue(context.WithoutCancel(ctx), p.ID, claudeq.ErrorMessage(err), out.node); qerr != nil {
+					return Infra(qerr)
+				}
+				return waitError{err}
+			}
 			if upstream.Temporary(err) && n < max && ctx.Err() == nil {
 				log.Warn("upstream call failed; will retry", "node", out.node, "attempt", n+1, "err", err)
 				if qerr := h.Queue.Requeue(context.WithoutCancel(ctx), p.ID, claudeq.ErrorMessage(err), out.node); qerr != nil {

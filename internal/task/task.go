@@ -64,11 +64,28 @@ func (e infraError) Unwrap() error { return e.err }
 // Infra wraps err as a store failure.
 func Infra(err error) error { return infraError{err} }
 
-// IsFailure is asynq's Config.IsFailure: store outages do not count against
-// a job's retries.
+// waitError marks an attempt that found no healthy upstream node: the job
+// waits for one without using up a retry (for JobHandler.NoUpstreamWait).
+type waitError struct{ err error }
+
+func (e waitError) Error() string { return e.err.Error() }
+func (e waitError) Unwrap() error { return e.err }
+
+// JobMaxRetry is the asynq.MaxRetry of a job task whose job may be retried
+// jobMaxRetries times (CLAUDEQ_JOB_MAX_RETRIES): one more than that. The
+// handler ends the job itself once those retries are used up; the spare
+// one keeps asynq from archiving a job whose last counted attempt met a
+// store outage or a fleet without a healthy node (errors that use up no
+// retry, but that asynq v0.26 archives all the same once a task's retries
+// are spent).
+func JobMaxRetry(jobMaxRetries int) asynq.Option { return asynq.MaxRetry(jobMaxRetries + 1) }
+
+// IsFailure is asynq's Config.IsFailure: store outages, and a fleet with no
+// healthy node for a while, do not count against a job's retries.
 func IsFailure(err error) bool {
 	var ie infraError
-	return !errors.As(err, &ie)
+	var we waitError
+	return !errors.As(err, &ie) && !errors.As(err, &we)
 }
 
 // RetryDelay returns asynq's RetryDelayFunc: jittered exponential backoff
