@@ -74,7 +74,10 @@ func RunBacklog(ctx context.Context, e *Env, o *Options) (*BacklogResult, error)
 	if err != nil {
 		return nil, err
 	}
-	api, err := e.StartApp(ctx, app.Roles{API: true}, db)
+	// Without its queue limit (CLAUDEQ_MAX_QUEUED_JOBS, 100,000 by
+	// default), which would refuse every probe submit above it with 503:
+	// this figure measures submits into a deep backlog.
+	api, err := e.StartApp(ctx, app.Roles{API: true}, db, "CLAUDEQ_MAX_QUEUED_JOBS", "0")
 	if err != nil {
 		return nil, err
 	}
@@ -185,6 +188,9 @@ func RunBacklog(ctx context.Context, e *Env, o *Options) (*BacklogResult, error)
 		lv.BytesPerJob = float64(lv.UsedMemory-res.Empty) / float64(lv.Queued)
 		e.settle(ctx, o)
 		lv.Submit = e.probeSubmit(ctx, o, base)
+		if lv.Submit.OK == 0 {
+			return nil, fmt.Errorf("backlog: no probe submit succeeded with %d jobs queued: %s", lv.Queued, lv.Submit.FirstErr)
+		}
 		res.Levels = append(res.Levels, lv)
 		o.logf("backlog: %d jobs queued in process at %.0f/s: used_memory %d MB, %.0f bytes per job; submit p50 %v p99 %v at %.0f req/s",
 			lv.Queued, lv.FillRate, lv.UsedMemory>>20, lv.BytesPerJob, lv.Submit.P50, lv.Submit.P99, lv.Submit.RPS)
