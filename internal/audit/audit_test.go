@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
@@ -658,18 +659,26 @@ func TestRedisDownStillAppends(t *testing.T) {
 func TestStaleRedisHead(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{})
+	rc := b.staleHead(t, 3, 3)
+	b.append(t, 2)
+	requireIntact(t, b.verify(t), 8)
+	h, err := rc.Get(context.Background(), "claudeq:audit:head").Result()
+	require.NoError(t, err)
+	require.True(t, strings.HasPrefix(h, "8:"), h)
+}
+
+// staleHead appends n records, then m more, and sets the Redis head back to
+// where it was after the first n: the head hint is stale by m records.
+func (b *testBundle) staleHead(t *testing.T, n, m int) *redis.Client {
+	t.Helper()
 	ctx := context.Background()
-	b.append(t, 3)
+	b.append(t, n)
 	rc := b.redis.Client(t)
 	old, err := rc.Get(ctx, "claudeq:audit:head").Result()
 	require.NoError(t, err)
-	b.append(t, 3)
+	b.append(t, m)
 	require.NoError(t, rc.Set(ctx, "claudeq:audit:head", old, 0).Err())
-	b.append(t, 2)
-	requireIntact(t, b.verify(t), 8)
-	h, err := rc.Get(ctx, "claudeq:audit:head").Result()
-	require.NoError(t, err)
-	require.True(t, strings.HasPrefix(h, "8:"), h)
+	return rc
 }
 
 func TestConfig(t *testing.T) {
@@ -694,18 +703,12 @@ func jsonLine(r Record) (string, error) {
 func TestStaleRedisHeadLargeBatch(t *testing.T) {
 	t.Parallel()
 	b := setup(t, setupOpts{})
-	ctx := context.Background()
-	b.append(t, 3)
-	rc := b.redis.Client(t)
-	old, err := rc.Get(ctx, "claudeq:audit:head").Result()
-	require.NoError(t, err)
-	b.append(t, 60)
-	require.NoError(t, rc.Set(ctx, "claudeq:audit:head", old, 0).Err())
+	b.staleHead(t, 3, 60)
 	recs := make([]*Record, 160)
 	for i := range recs {
 		r := request(1000 + i)
 		recs[i] = &r
 	}
-	require.NoError(t, b.chain.Append(ctx, recs...))
+	require.NoError(t, b.chain.Append(context.Background(), recs...))
 	requireIntact(t, b.verify(t), 223)
 }
