@@ -13,7 +13,7 @@
 // "chaos" tag, so that go test ./... (under -race, with every other
 // package) does not run them: they load the machine for minutes and their
 // processes need its CPUs. make test runs them after the rest, at the
-// short scale (go test -tags chaos ./internal/chaos, about 6 minutes);
+// short scale (go test -tags chaos ./internal/chaos, 2–6 minutes);
 // make chaos at full scale, one at a time. The scale is chosen by the environment
 // variable CLAUDEQ_CHAOS: unset or "short" (a few minutes) or "full" (make
 // chaos).
