@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"sync"
 	"time"
-
-	"github.com/claudeq/claudeq/internal/app"
 )
 
 // AuditLatency is figure 8's second half: what the audit log does to one
@@ -70,11 +68,7 @@ func runAuditLatency(ctx context.Context, e *Env, o *Options) (*AuditLatency, er
 // submitAtRate starts a fresh api (with the settings over) over a fresh
 // database and submits to it at rate for o.Duration after o.Warmup.
 func (e *Env) submitAtRate(ctx context.Context, o *Options, rate float64, over []string) (RateStats, error) {
-	db, err := e.NewDB(ctx, "audit")
-	if err != nil {
-		return RateStats{}, err
-	}
-	a, err := e.StartApp(ctx, app.Roles{API: true}, db, over...)
+	a, base, _, err := e.StartAPI(ctx, "audit", over...)
 	if err != nil {
 		return RateStats{}, err
 	}
@@ -83,7 +77,7 @@ func (e *Env) submitAtRate(ctx context.Context, o *Options, rate float64, over [
 		return RateStats{}, err
 	}
 	e.settle(ctx, o)
-	s := &Submitter{Client: NewHTTPClient(256), URL: "http://" + a.Addr() + "/api/claude/chat", Key: e.Key}
+	s := &Submitter{Client: NewHTTPClient(256), URL: base + "/api/claude/chat", Key: e.Key}
 	defer s.Client.CloseIdleConnections()
 	call := s.Call()
 	_ = OpenLoop(ctx, rate, o.Warmup, 256, call) // warm-up: connections, caches, the writer's first append

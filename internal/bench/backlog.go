@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/claudeq/claudeq/internal/app"
 )
 
 // BacklogLevel is S3 at one backlog size.
@@ -70,19 +68,14 @@ const BacklogTarget = 800
 //     latency).
 func RunBacklog(ctx context.Context, e *Env, o *Options) (*BacklogResult, error) {
 	so := o.ScaleOptions
-	db, err := e.NewDB(ctx, "backlog")
-	if err != nil {
-		return nil, err
-	}
 	// Without its queue limit (CLAUDEQ_MAX_QUEUED_JOBS, 100,000 by
 	// default), which would refuse every probe submit above it with 503:
 	// this figure measures submits into a deep backlog.
-	api, err := e.StartApp(ctx, app.Roles{API: true}, db, "CLAUDEQ_MAX_QUEUED_JOBS", "0")
+	api, base, db, err := e.StartAPI(ctx, "backlog", "CLAUDEQ_MAX_QUEUED_JOBS", "0")
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = StopApp(api) }()
-	base := "http://" + api.Addr()
 	probe, err := e.ProbePayload(ctx, base)
 	if err != nil {
 		return nil, err

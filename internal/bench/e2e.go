@@ -174,16 +174,11 @@ func (e *Env) drain(ctx context.Context, k int, budget time.Duration, start func
 // rotate which goes first in each repetition. With o.ProfileDir set, one
 // more one-node drain is CPU-profiled (not counted) and summarised.
 func RunE2E(ctx context.Context, e *Env, o *Options) (*E2EResult, *ProfileSummary, error) {
-	fillDB, err := e.NewDB(ctx, "fill")
-	if err != nil {
-		return nil, nil, err
-	}
-	api, err := e.StartApp(ctx, app.Roles{API: true}, fillDB)
+	api, base, fillDB, err := e.StartAPI(ctx, "fill")
 	if err != nil {
 		return nil, nil, err
 	}
 	defer func() { _ = StopApp(api) }()
-	base := "http://" + api.Addr()
 	payload, err := e.ProbePayload(ctx, base)
 	if err != nil {
 		return nil, nil, err

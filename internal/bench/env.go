@@ -219,6 +219,21 @@ func (e *Env) StartApp(ctx context.Context, roles app.Roles, db string, over ...
 	return app.Start(ctx, cfg, app.Options{Roles: roles, Logger: slog.New(e.Log)})
 }
 
+// StartAPI starts an api role over a fresh database named after prefix,
+// with the settings over, and returns it, its base URL and the database.
+// Stop it with StopApp.
+func (e *Env) StartAPI(ctx context.Context, prefix string, over ...string) (*app.App, string, string, error) {
+	db, err := e.NewDB(ctx, prefix)
+	if err != nil {
+		return nil, "", "", err
+	}
+	a, err := e.StartApp(ctx, app.Roles{API: true}, db, over...)
+	if err != nil {
+		return nil, "", "", err
+	}
+	return a, "http://" + a.Addr(), db, nil
+}
+
 // StopApp shuts a down.
 func StopApp(a *app.App) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"time"
-
-	"github.com/claudeq/claudeq/internal/app"
 )
 
 // PickupRun is S4 at one offered rate.
@@ -59,16 +57,11 @@ func RunPickup(ctx context.Context, e *Env, o *Options, w *WorkersResult) (*Pick
 		return nil, err
 	}
 	defer sim.Stop(10 * time.Second)
-	db, err := e.NewDB(ctx, "pickupapi")
-	if err != nil {
-		return nil, err
-	}
-	api, err := e.StartApp(ctx, app.Roles{API: true}, db)
+	api, base, _, err := e.StartAPI(ctx, "pickupapi")
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = StopApp(api) }()
-	base := "http://" + api.Addr()
 	res := &PickupResult{}
 	if w != nil && len(w.Of("claudeq", 1)) > 0 {
 		res.Saturation = w.Median("claudeq", 1)

@@ -8,7 +8,6 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/claudeq/claudeq/internal/app"
 	"github.com/claudeq/claudeq/internal/queue"
 	"github.com/claudeq/claudeq/internal/task"
 )
@@ -233,16 +232,11 @@ func RunWorkers(ctx context.Context, e *Env, o *Options) (*WorkersResult, error)
 		return nil, err
 	}
 	defer sim.Stop(10 * time.Second)
-	fillDB, err := e.NewDB(ctx, "procfill")
-	if err != nil {
-		return nil, err
-	}
-	api, err := e.StartApp(ctx, app.Roles{API: true}, fillDB)
+	api, base, fillDB, err := e.StartAPI(ctx, "procfill")
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = StopApp(api) }()
-	base := "http://" + api.Addr()
 	payload, err := e.ProbePayload(ctx, base)
 	if err != nil {
 		return nil, err

@@ -6,8 +6,6 @@ import (
 	"os"
 	"strconv"
 	"time"
-
-	"github.com/claudeq/claudeq/internal/app"
 )
 
 // SlowRun is one run of figure S2: one worker process with concurrency
@@ -89,16 +87,11 @@ func RunSlow(ctx context.Context, e *Env, o *Options) (*SlowResult, error) {
 		return nil, err
 	}
 	defer sim.Stop(10 * time.Second)
-	fillDB, err := e.NewDB(ctx, "slowfill")
-	if err != nil {
-		return nil, err
-	}
-	api, err := e.StartApp(ctx, app.Roles{API: true}, fillDB)
+	api, base, _, err := e.StartAPI(ctx, "slowfill")
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = StopApp(api) }()
-	base := "http://" + api.Addr()
 	res := &SlowResult{}
 	for _, n := range so.SlowInFlight {
 		r, err := e.slowRun(ctx, o, base, bin, sim, n)
