@@ -144,3 +144,13 @@ func TestTierAllows(t *testing.T) {
 	require.False(t, tierAllows("sonnet", "opus"))
 	require.False(t, tierAllows("haiku", "sonnet"))
 }
+
+// A stream whose client hung up is no failure of the node that was
+// answering; one the node broke off is.
+func TestNodeError(t *testing.T) {
+	gone := &claudeq.Error{Kind: claudeq.KindUnavailable, Op: opClientGone, Msg: "the client went away", Err: io.ErrClosedPipe}
+	require.NoError(t, nodeError(gone))
+	require.NoError(t, nodeError(nil))
+	broke := &claudeq.Error{Kind: claudeq.KindUpstream, Op: "api.stream", Msg: "the upstream stream ended early", Err: io.ErrUnexpectedEOF}
+	require.Equal(t, error(broke), nodeError(broke))
+}
