@@ -24,9 +24,9 @@ func TestUpstreamFaults(t *testing.T) {
 		Sim: simOptions{Latency: 100 * time.Millisecond, Jitter: 200 * time.Millisecond, FaultRate: 0.3,
 			Faults: "429,529,500,timeout,reset,400", RetryAfter: time.Second, Timeout: 3 * time.Second},
 		// The passive breaker counts failures, not their share: at the
-		// default (5 in 30 s) every node here is ejected in seconds and
-		// most jobs end no_healthy_upstream (docs/reliability.md). The dead
-		// node is found by the scheduler's probes instead.
+		// default (5 in 30 s) every node here is ejected within seconds,
+		// again and again, and jobs mostly wait out its cooldowns; so it is
+		// off here, and the dead node is found by the scheduler's probes.
 		// A 429 cools its node down for its retry-after; with every node
 		// cooling or dead an attempt finds no healthy node and waits
 		// (CLAUDEQ_NO_UPSTREAM_WAIT) without using a retry. 20 retries: 30 %
