@@ -261,16 +261,25 @@ func decision(err error) string {
 // auditRequests writes one audit record per audited request, after it was
 // handled: who (user, key, client IP, user agent), what (request hash and
 // model, set by the handler) and the decision. Its EventID is the request
-// id, so that the record, the logs and the error body share it. If the
-// record cannot be written (the audit buffer stays full and cannot spill),
-// a request whose answer is not yet sent gets 503 instead; one already
-// answered is logged and counted in claudeq_audit_dropped_total.
+// id, so that the record, the logs and the error body share it. Room for
+// the record is reserved before the request is handled: when the audit
+// buffer stays full and cannot spill, the request is refused with 503
+// (Retry-After 1s) before anything is done, rather than served
+// unaudited; refusals are logged and counted in
+// claudeq_audit_dropped_total.
 func (s *Server) auditRequests(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		r := c.Request()
 		if s.auditLog == nil || !audited(r.URL.Path) {
 			return next(c)
 		}
+		ticket, terr := s.auditLog.Reserve()
+		if terr != nil {
+			s.metrics.AuditDropped(1)
+			s.log.Error("audit: no room for the request's record; refusing it", "request_id", requestID(c), "err", terr)
+			return terr
+		}
+		defer ticket.Cancel() // a panic in next: give the room back
 		rec := &audit.Record{EventID: requestID(c), Kind: audit.KindRequest, Time: s.now(),
 			ClientIP: c.RealIP(), UserAgent: r.UserAgent()}
 		c.Set(ctxAudit, rec)
@@ -282,7 +291,7 @@ func (s *Server) auditRequests(next echo.HandlerFunc) echo.HandlerFunc {
 		if kinds, ok := c.Get(ctxPolicyKinds).(policy.Summary); ok && rec.PolicyKinds == nil {
 			rec.PolicyKinds = kinds
 		}
-		if lerr := s.auditLog.Log(*rec); lerr != nil {
+		if lerr := ticket.Log(*rec); lerr != nil { // only at shutdown without a spill directory
 			s.metrics.AuditDropped(1)
 			s.log.Error("audit: request not recorded", "request_id", requestID(c), "err", lerr)
 			if !c.Response().Committed {

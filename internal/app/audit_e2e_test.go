@@ -117,6 +117,48 @@ func TestAuditStoreDownRequestsSucceedAndRecordsLandLater(t *testing.T) {
 	require.EqualValues(t, n+1, rep.Checked)
 }
 
+// Without room for the audit record (the buffer full while the store is
+// down, no spill directory) a request is refused before it is served: every
+// submit answered 202 has its record, and no refused one has a job.
+func TestAuditFullRefusesRequestsInsteadOfServingThemUnaudited(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, withOwnMongo())
+	a, _ := e.run(app.Roles{API: true}, "CLAUDEQ_KEY_CACHE_TTL", "10m",
+		"CLAUDEQ_AUDIT_BUFFER", "3", "CLAUDEQ_AUDIT_BLOCK_TIMEOUT", "1ms")
+	base := "http://" + a.Addr()
+	key, _ := e.key("alice", "research")
+	require.Equal(t, http.StatusNotFound, do(t, "GET", base+"/api/claude/jobs/job_none", key, nil).Status) // caches the key
+	e.auditRecords(t, bson.D{{Key: "user_id", Value: "alice"}}, 1)
+
+	e.mongoSv.Stop()
+	var accepted, refused []string
+	for i := range 12 {
+		r := do(t, "POST", base+"/api/claude/chat", key, map[string]any{"prompt": "while the audit store is down", "metadata": map[string]any{"i": i}})
+		switch r.Status {
+		case http.StatusAccepted:
+			accepted = append(accepted, r.json(t)["id"].(string))
+		case http.StatusServiceUnavailable:
+			requireErrorShape(t, r, "service_unavailable", "audit log is overloaded")
+			require.Equal(t, "1", r.Header.Get("Retry-After"))
+			refused = append(refused, r.Header.Get("request-id"))
+		default:
+			t.Fatalf("submit %d: status %d: %s", i, r.Status, r.Body)
+		}
+	}
+	require.NotEmpty(t, accepted)
+	require.NotEmpty(t, refused, "a buffer of 3 cannot hold 12 records")
+
+	e.mongoSv.Start()
+	recs := e.auditRecords(t, bson.D{{Key: "user_id", Value: "alice"}}, len(accepted)+1)
+	require.Len(t, recs, len(accepted)+1, "every accepted submit recorded once")
+	for _, id := range refused {
+		require.EqualValues(t, 0, e.count("audit", bson.D{{Key: "eid", Value: id}}))
+	}
+	for _, id := range accepted {
+		require.Equal(t, http.StatusOK, do(t, "GET", base+"/api/claude/jobs/"+id, key, nil).Status)
+	}
+}
+
 func TestEncryptionAtRestEndToEnd(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

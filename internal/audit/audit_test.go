@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -565,6 +566,78 @@ func TestBufferFull(t *testing.T) {
 		srv.Start()
 		require.Eventually(t, func() bool { return w.Stats().Written == st.Logged }, 60*time.Second, 20*time.Millisecond)
 		requireIntact(t, b.verify(t), int64(st.Logged))
+	})
+}
+
+// A Ticket promises room before the event: once Reserve succeeds, its Log
+// cannot be refused for want of room; Reserve is what refuses.
+func TestReserveThenLog(t *testing.T) {
+	t.Parallel()
+	t.Run("without a spill directory", func(t *testing.T) {
+		t.Parallel()
+		srv, db := storeServer(t)
+		b := setup(t, setupOpts{db: db})
+		w := fastWriter(t, b.chain, WriterOptions{Buffer: 3, MaxBatch: 2, BlockTimeout: 5 * time.Millisecond})
+		t.Cleanup(func() { _ = w.Close(context.Background()) })
+		srv.Stop()
+		var tickets []*Ticket
+		for {
+			tk, err := w.Reserve()
+			if err != nil {
+				require.ErrorIs(t, err, ErrOverloaded)
+				require.Equal(t, time.Second, claudeq.RetryAfter(err))
+				break
+			}
+			tickets = append(tickets, tk)
+			require.LessOrEqual(t, len(tickets), 6, "room is bounded: the buffer, plus what the writer holds in its batch")
+		}
+		require.NotEmpty(t, tickets)
+		require.Error(t, w.Log(request(100)), "reserved room is not free for others")
+		tickets[0].Cancel()
+		tk, err := w.Reserve()
+		require.NoError(t, err, "Cancel gives the room back")
+		tickets[0] = tk
+		for i, tk := range tickets {
+			require.NoError(t, tk.Log(request(i)))
+		}
+		require.ErrorIs(t, tickets[0].Log(request(0)), ErrTicketUsed)
+		tickets[1].Cancel() // after Log: nothing
+		srv.Start()
+		require.Eventually(t, func() bool { return w.Stats().Written == uint64(len(tickets)) }, 60*time.Second, 20*time.Millisecond)
+		requireIntact(t, b.verify(t), int64(len(tickets)))
+	})
+	t.Run("spills when the buffer is full", func(t *testing.T) {
+		t.Parallel()
+		srv, db := storeServer(t)
+		b := setup(t, setupOpts{db: db})
+		w := fastWriter(t, b.chain, WriterOptions{Buffer: 2, MaxBatch: 2, BlockTimeout: time.Millisecond, SpillDir: t.TempDir()})
+		t.Cleanup(func() { _ = w.Close(context.Background()) })
+		srv.Stop()
+		var tickets []*Ticket
+		for range 8 {
+			tk, err := w.Reserve()
+			require.NoError(t, err)
+			tickets = append(tickets, tk)
+		}
+		for i, tk := range tickets {
+			require.NoError(t, tk.Log(request(i)))
+		}
+		require.Positive(t, w.Stats().Spilled)
+		srv.Start()
+		require.Eventually(t, func() bool { return w.Stats().Written == 8 }, 60*time.Second, 20*time.Millisecond)
+		requireIntact(t, b.verify(t), 8)
+	})
+	t.Run("closed", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, setupOpts{})
+		w := fastWriter(t, b.chain, WriterOptions{})
+		tk, err := w.Reserve()
+		require.NoError(t, err)
+		done := make(chan error, 1)
+		go func() { done <- w.Close(context.Background()) }()
+		require.Eventually(t, func() bool { _, err := w.Reserve(); return errors.Is(err, ErrClosed) }, 5*time.Second, time.Millisecond)
+		require.ErrorIs(t, tk.Log(request(1)), ErrClosed, "closed since Reserve, no spill directory")
+		require.NoError(t, <-done)
 	})
 }
 

@@ -25,10 +25,12 @@ var (
 	// ErrOverloaded: the buffer stayed full for BlockTimeout and the record
 	// could not be spilled to disk.
 	ErrOverloaded error = &claudeq.Error{Kind: claudeq.KindUnavailable, Op: "audit.Log",
-		Msg: "the audit log is overloaded, try again shortly"}
+		Msg: "the audit log is overloaded, try again shortly", RetryAfter: time.Second}
 	// ErrClosed: the Writer is closed.
 	ErrClosed error = &claudeq.Error{Kind: claudeq.KindUnavailable, Op: "audit.Log",
 		Msg: "the audit log is shutting down"}
+	// ErrTicketUsed: a Ticket's Log was called twice.
+	ErrTicketUsed = errors.New("audit: ticket already used")
 )
 
 // WriterOptions shape a Writer. Zero fields take the defaults.
@@ -88,6 +90,9 @@ type Writer struct {
 	mu     sync.RWMutex // held for reading by Log, for writing by Close
 	closed bool
 	in     chan Record
+	// sem holds one unit per record in in or promised to it by a Ticket;
+	// its capacity is in's, so that sending to in never blocks.
+	sem chan struct{}
 
 	abort    context.Context // cancelled when Close's context ends
 	cancel   context.CancelFunc
@@ -135,7 +140,7 @@ func (c *Chain) NewWriter(opts WriterOptions) (*Writer, error) {
 			return nil, fmt.Errorf("audit: spill directory: %w", err)
 		}
 	}
-	w := &Writer{c: c, opts: opts, log: opts.Logger, in: make(chan Record, opts.Buffer),
+	w := &Writer{c: c, opts: opts, log: opts.Logger, in: make(chan Record, opts.Buffer), sem: make(chan struct{}, opts.Buffer),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	w.abort, w.cancel = context.WithCancel(context.Background())
 	go w.run()
@@ -155,23 +160,41 @@ func (w *Writer) Log(rec Record) error {
 		w.refused.Add(1)
 		return ErrClosed
 	}
-	select {
-	case w.in <- rec:
+	if w.acquire() {
+		w.in <- rec // never blocks: every record in w.in holds a unit of w.sem
 		w.logged.Add(1)
 		return nil
+	}
+	return w.spillOrRefuse(&rec, ErrOverloaded)
+}
+
+// acquire takes a unit of room in the buffer, waiting up to BlockTimeout
+// when there is none; w.mu is held for reading.
+func (w *Writer) acquire() bool {
+	select {
+	case w.sem <- struct{}{}:
+		return true
 	default:
 	}
 	w.blocked.Add(1)
 	t := time.NewTimer(w.opts.BlockTimeout)
 	defer t.Stop()
 	select {
-	case w.in <- rec:
-		w.logged.Add(1)
-		return nil
+	case w.sem <- struct{}{}:
+		return true
 	case <-t.C:
+		return false
 	}
+}
+
+// took gives back the unit of a record taken out of w.in.
+func (w *Writer) took() { <-w.sem }
+
+// spillOrRefuse spills rec, or returns refusal when there is no spill
+// directory or the spill fails.
+func (w *Writer) spillOrRefuse(rec *Record, refusal error) error {
 	if w.opts.SpillDir != "" {
-		err := w.spill([]*Record{&rec})
+		err := w.spill([]*Record{rec})
 		if err == nil {
 			w.logged.Add(1)
 			return nil
@@ -179,7 +202,76 @@ func (w *Writer) Log(rec Record) error {
 		w.log.Error("audit: cannot spill a record; refusing it", "err", err)
 	}
 	w.refused.Add(1)
-	return ErrOverloaded
+	return refusal
+}
+
+// Ticket is room for one record, promised before the event it records
+// happens: Reserve it before serving a request and Log the request's
+// record after, and the record cannot be refused for want of room.
+// Use a Ticket once (Log or Cancel); it is not safe for concurrent use.
+type Ticket struct {
+	w    *Writer
+	held bool // a unit of the buffer; false: the record is to be spilled
+	used bool
+}
+
+// Reserve promises room for one record: a place in the buffer, waiting up
+// to BlockTimeout when it is full, or else a place in the spill directory.
+// Without either it returns ErrOverloaded (ErrClosed after Close), and the
+// caller should refuse what it was about to do rather than do it
+// unrecorded. A held ticket keeps its room until Log or Cancel.
+func (w *Writer) Reserve() (*Ticket, error) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.closed {
+		w.refused.Add(1)
+		return nil, ErrClosed
+	}
+	if w.acquire() {
+		return &Ticket{w: w, held: true}, nil
+	}
+	if w.opts.SpillDir != "" {
+		return &Ticket{w: w}, nil
+	}
+	w.refused.Add(1)
+	return nil, ErrOverloaded
+}
+
+// Log queues rec in the ticket's room. It fails only if the Writer was
+// closed since Reserve and rec could not be spilled (ErrClosed), or if
+// spilling fails (ErrOverloaded); a second use returns ErrTicketUsed.
+func (t *Ticket) Log(rec Record) error {
+	if t.used {
+		return ErrTicketUsed
+	}
+	t.used = true
+	w := t.w
+	normalize(&rec, w.c.cfg.Now())
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if t.held {
+		if !w.closed {
+			w.in <- rec // never blocks: the ticket holds a unit of w.sem
+			w.logged.Add(1)
+			return nil
+		}
+		w.took()
+	}
+	if w.closed {
+		return w.spillOrRefuse(&rec, ErrClosed)
+	}
+	return w.spillOrRefuse(&rec, ErrOverloaded)
+}
+
+// Cancel gives the room back unused. It does nothing after Log.
+func (t *Ticket) Cancel() {
+	if t == nil || t.used {
+		return
+	}
+	t.used = true
+	if t.held {
+		t.w.took()
+	}
 }
 
 // Stats returns the counters.
@@ -234,6 +326,7 @@ func (w *Writer) run() {
 					w.finish(nil, nil)
 					return
 				}
+				w.took()
 				pending = append(pending, &r)
 			case <-idle.C:
 				if replay = w.nextReplay(); replay == nil {
@@ -257,6 +350,7 @@ func (w *Writer) run() {
 					closing = true
 					break fill
 				}
+				w.took()
 				pending = append(pending, &r)
 				continue
 			default:
@@ -272,6 +366,7 @@ func (w *Writer) run() {
 					closing = true
 					break fill
 				}
+				w.took()
 				pending = append(pending, &r)
 			case <-linger.C:
 				break fill
@@ -328,6 +423,7 @@ func (w *Writer) flush(pending []*Record) ([]*Record, error) {
 // it spills the rest.
 func (w *Writer) finish(pending []*Record, replay *replayer) {
 	for r := range w.in {
+		w.took()
 		pending = append(pending, &r)
 	}
 	backoff := w.opts.RetryMin

@@ -3,8 +3,16 @@ package bench
 import (
 	"context"
 	"fmt"
+	"path/filepath"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/claudeq/claudeq/internal/audit"
+	"github.com/claudeq/claudeq/internal/store"
 )
 
 // AuditLatency is figure 8's second half: what the audit log does to one
@@ -23,6 +31,7 @@ type RateStats struct {
 	OK            int
 	P50, P90, P99 time.Duration
 	Use           Usage
+	APICPU        time.Duration // CPU of the api process per successful call, when it is a process of its own
 }
 
 // AuditLatencyTarget: p50 and p99 of a submit with the audit log are at
@@ -73,6 +82,14 @@ func (e *Env) submitAtRate(ctx context.Context, o *Options, rate float64, over [
 		return RateStats{}, err
 	}
 	defer func() { _ = StopApp(a) }()
+	return e.rateWindow(ctx, o, base, rate, 0, nil)
+}
+
+// rateWindow flushes Redis, waits for the machine to settle and submits to
+// the api at base at rate for o.Duration after o.Warmup. With pid > 0 it
+// also measures that process's CPU per successful submit; wrap, when set,
+// wraps the submit call (to count them).
+func (e *Env) rateWindow(ctx context.Context, o *Options, base string, rate float64, pid int, wrap func(Call) Call) (RateStats, error) {
 	if err := e.Flush(ctx); err != nil {
 		return RateStats{}, err
 	}
@@ -80,6 +97,9 @@ func (e *Env) submitAtRate(ctx context.Context, o *Options, rate float64, over [
 	s := &Submitter{Client: NewHTTPClient(256), URL: base + "/api/claude/chat", Key: e.Key}
 	defer s.Client.CloseIdleConnections()
 	call := s.Call()
+	if wrap != nil {
+		call = wrap(call)
+	}
 	_ = OpenLoop(ctx, rate, o.Warmup, 256, call) // warm-up: connections, caches, the writer's first append
 	var mu sync.Mutex
 	var lat []time.Duration
@@ -94,15 +114,177 @@ func (e *Env) submitAtRate(ctx context.Context, o *Options, rate float64, over [
 		mu.Unlock()
 		return nil
 	}
-	before := e.usage()
+	before, cpu0 := e.usage(), pidCPU(pid)
 	st := RateStats{OpenStats: OpenLoop(ctx, rate, o.Duration, 256, timed)}
 	st.Use = e.usage().sub(before)
 	st.OK = len(lat)
+	if pid > 0 && st.OK > 0 {
+		st.APICPU = (pidCPU(pid) - cpu0) / time.Duration(st.OK)
+	}
 	st.P50, st.P90, st.P99 = Percentile(lat, 50), Percentile(lat, 90), Percentile(lat, 99)
 	if st.OK == 0 {
 		return st, fmt.Errorf("submit at %.0f/s: no call succeeded (%s)", rate, st.FirstErr)
 	}
 	return st, ctx.Err()
+}
+
+// AuditOneCore is figure 8's third part: the api as a process of its own
+// (the bench binary started again as "gateway-on", which is app.Run with
+// the api role, as cmd/api runs it) with GOMAXPROCS=1, pinned to CPU 0,
+// while redis-server and the bench process (the load generator) are
+// pinned to the other CPUs, and the audit store, a FerretDB process of
+// its own, runs there too at the lowest CPU priority (nice 19): it uses
+// what CPU the others leave, as MongoDB on a machine of its own would not
+// take CPU from the request path. This measures the api's own cost of its
+// audit log (building, hashing and queueing a record, the writer's
+// batches and inserts) apart from the store's. Each repetition starts a
+// fresh api over a fresh database for each side, measures the most it
+// submits in a closed loop, then the latency at a fixed rate, stops it
+// (the writer flushes) and counts the audit records stored against the
+// submits answered.
+type AuditOneCore struct {
+	How     string // how the processes were placed
+	Pinned  bool   // false: taskset or a second CPU is missing, GOMAXPROCS=1 only
+	Clients int
+	Rate    float64
+	On, Off []OneCoreRun
+}
+
+// OneCoreRun is one api process's two windows.
+type OneCoreRun struct {
+	Max    LoadStats
+	MaxCPU time.Duration // the api process's CPU per submit in Max
+	Fixed  RateStats     // Fixed.APICPU: the same at the fixed rate
+	// Answered counts every submit the api accepted (warm-ups included);
+	// Stored, the request records in its audit log after it stopped.
+	Answered, Stored int64
+	log              string // the end of the api's log
+}
+
+// runAuditOneCore measures o.Reps pairs of api processes, audit log on and
+// off, alternating which goes first.
+func runAuditOneCore(ctx context.Context, e *Env, o *Options) (*AuditOneCore, error) {
+	r := &AuditOneCore{Clients: 64, Rate: o.AuditRate}
+	if n := len(o.Concurrency); n > 0 {
+		r.Clients = o.Concurrency[n-1]
+	}
+	if r.Rate <= 0 {
+		r.Rate = DefaultAuditRate
+	}
+	cpus := ""
+	wrap := []string{"nice", "-n", "19"}
+	if haveTaskset() == nil && runtime.NumCPU() >= 2 {
+		mine := allowedCPUs()
+		cpus, r.Pinned = "0", true
+		rest := fmt.Sprintf("1-%d", runtime.NumCPU()-1)
+		if runtime.NumCPU() == 2 {
+			rest = "1"
+		}
+		for _, pid := range []int{e.Redis.PID(), pidSelf()} {
+			if err := pin(pid, rest); err != nil {
+				return nil, err
+			}
+		}
+		defer func() {
+			_ = pin(pidSelf(), mine)
+			_ = pin(e.Redis.PID(), mine)
+		}()
+		wrap = append(wrap, "taskset", "-c", rest)
+		r.How = fmt.Sprintf("the api with GOMAXPROCS=1 pinned to CPU %s (`taskset -c %s`); redis-server and the bench process (the load generator) pinned to CPU %s (`taskset -a -p -c %s`); the audit store, a FerretDB process of its own, on CPU %s at the lowest priority (`nice -n 19 taskset -c %s`)", cpus, cpus, rest, rest, rest, rest)
+	} else {
+		r.How = "the api with GOMAXPROCS=1, not pinned (taskset or a second CPU is missing): it shares the cores with redis-server, the load generator and the audit store (a FerretDB process of its own at `nice -n 19`)"
+	}
+	mongo, err := launchChild(ctx, e.Dir, "mongo", wrap, childMongoDirEnv+"="+filepath.Join(e.Dir, "mongo-audit"))
+	if err != nil {
+		return nil, err
+	}
+	defer mongo.stop()
+	for rep := range o.Reps {
+		for k := range 2 {
+			on := (rep+k)%2 == 0
+			var over []string
+			if !on {
+				over = []string{"CLAUDEQ_AUDIT_LOG", "off"}
+			}
+			run, err := e.oneCoreRun(ctx, o, mongo.URL, cpus, r.Clients, r.Rate, over)
+			if err != nil {
+				return nil, err
+			}
+			name := "on"
+			if on {
+				r.On = append(r.On, run)
+				if run.Stored < run.Answered {
+					return nil, fmt.Errorf("api on one core, rep %d: %d submits answered, only %d audit records stored; the api's log ends:\n%s", rep+1, run.Answered, run.Stored, run.log)
+				}
+			} else {
+				r.Off, name = append(r.Off, run), "off"
+			}
+			o.logf("submit, api on one core, rep %d/%d audit %-3s  %d clients %.0f req/s (api CPU %v/req)  at %.0f/s p50 %v p99 %v (api CPU %v/req)  answered %d, audit records %d",
+				rep+1, o.Reps, name, r.Clients, run.Max.RPS, run.MaxCPU, r.Rate, run.Fixed.P50, run.Fixed.P99, run.Fixed.APICPU, run.Answered, run.Stored)
+		}
+	}
+	return r, e.Flush(ctx)
+}
+
+// oneCoreRun starts a fresh api process over a fresh database on the
+// MongoDB server at uri (with the settings over) on cpus, measures its two
+// windows, stops it and counts its audit records.
+func (e *Env) oneCoreRun(ctx context.Context, o *Options, uri, cpus string, clients int, rate float64, over []string) (OneCoreRun, error) {
+	var run OneCoreRun
+	db, err := e.newDBAt(ctx, uri, "audit1")
+	if err != nil {
+		return run, err
+	}
+	env := []string{"GOMAXPROCS=1"}
+	for k, v := range e.Settings(db, append([]string{"CLAUDEQ_MONGO_URI", uri}, over...)...) {
+		env = append(env, k+"="+v)
+	}
+	api, err := startChild(ctx, e.Dir, "gateway-on", cpus, env...)
+	if err != nil {
+		return run, err
+	}
+	defer api.stop()
+	if err := e.Flush(ctx); err != nil {
+		return run, err
+	}
+	e.settle(ctx, o)
+	var answered atomic.Int64
+	counted := func(c Call) Call {
+		return func(ctx context.Context, i int64) error {
+			err := c(ctx, i)
+			if err == nil {
+				answered.Add(1)
+			}
+			return err
+		}
+	}
+	s := &Submitter{Client: NewHTTPClient(clients), URL: api.URL + "/api/claude/chat", Key: e.Key}
+	call := counted(s.Call())
+	_ = ClosedLoop(ctx, clients, 0, o.Warmup, e.usage, call) // warm-up
+	n := 0
+	c := e.procCPU(api.pid(), 0, func() int {
+		run.Max = ClosedLoop(ctx, clients, 0, o.Duration, e.usage, call)
+		n = run.Max.OK
+		return n
+	})
+	s.Client.CloseIdleConnections()
+	run.MaxCPU = c.Gateway
+	if n == 0 {
+		return run, fmt.Errorf("submit to the api on one core: no call succeeded (%s)", run.Max.FirstErr)
+	}
+	if run.Fixed, err = e.rateWindow(ctx, o, api.URL, rate, api.pid(), counted); err != nil {
+		return run, err
+	}
+	api.stop() // a graceful shutdown: the audit writer appends what it holds
+	run.Answered = answered.Load()
+	run.log = api.logTail(10)
+	mdb, off, err := store.Connect(ctx, uri, db)
+	if err != nil {
+		return run, err
+	}
+	defer func() { _ = off(context.WithoutCancel(ctx)) }()
+	run.Stored, err = mdb.Collection("audit").CountDocuments(ctx, bson.M{"kind": audit.KindRequest})
+	return run, err
 }
 
 func rateP(l []RateStats, f func(RateStats) time.Duration) time.Duration {

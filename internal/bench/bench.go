@@ -104,8 +104,9 @@ func QuickOptions() Options {
 // FigureNames are the figures -only accepts: submit (1, with figure 6's
 // submit-with-budgets runs), e2e (2), latency (3), pick (4), fleet (5, with
 // figure 2's claudeq runs as its one-node side), money (6's Reserve+Settle),
-// messages (7, POST /v1/messages against the simulator).
-var FigureNames = []string{"submit", "e2e", "latency", "pick", "fleet", "money", "messages"}
+// messages (7, POST /v1/messages against the simulator), audit (8's
+// fixed-rate and api-on-one-core parts; its closed loop comes with submit).
+var FigureNames = []string{"submit", "e2e", "latency", "pick", "fleet", "money", "messages", "audit"}
 
 func (o *Options) logf(format string, args ...any) {
 	if o.Log != nil {
@@ -134,7 +135,8 @@ type Report struct {
 	Machine  Machine
 	Options  Options
 	Submit   []SubmitResult
-	Audit    *AuditLatency // figure 8's fixed-rate half
+	Audit    *AuditLatency // figure 8's fixed-rate part
+	AuditAPI *AuditOneCore // figure 8's api-on-one-core part
 	E2E      *E2EResult
 	Latency  []LatencyResult
 	Pick     *PickResult
@@ -179,8 +181,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if prof != nil {
 			r.Profiles = append(r.Profiles, *prof)
 		}
+	}
+	if o.wants("audit") {
 		if r.Audit, err = runAuditLatency(ctx, e, &o); err != nil {
 			return nil, fmt.Errorf("figure 8 (audit log, fixed rate): %w", err)
+		}
+		if r.AuditAPI, err = runAuditOneCore(ctx, e, &o); err != nil {
+			return nil, fmt.Errorf("figure 8 (audit log, api on one core): %w", err)
 		}
 	}
 	if o.wants("e2e") || o.wants("fleet") {

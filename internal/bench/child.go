@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -14,7 +15,9 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -24,6 +27,7 @@ import (
 	"github.com/claudeq/claudeq/internal/app"
 	"github.com/claudeq/claudeq/internal/cache"
 	"github.com/claudeq/claudeq/internal/claudeq"
+	"github.com/claudeq/claudeq/internal/devmongo"
 	"github.com/claudeq/claudeq/internal/redisbatch"
 	"github.com/claudeq/claudeq/internal/sim"
 	"github.com/claudeq/claudeq/internal/upstream"
@@ -45,6 +49,9 @@ const childProfileEnv = "CLAUDEQ_BENCH_CPUPROFILE"
 
 const readyPrefix = "CLAUDEQ_BENCH_READY "
 
+// childMongoDirEnv is the data directory of a "mongo" child.
+const childMongoDirEnv = "CLAUDEQ_BENCH_MONGO_DIR"
+
 // IsChild reports whether this process is a figure-7 child.
 func IsChild() bool { return os.Getenv(ChildEnv) != "" }
 
@@ -59,7 +66,9 @@ func IsChild() bool { return os.Getenv(ChildEnv) != "" }
 //     budgets, pricing, ledger, audit and content policy off: only the
 //     fleet (node choice and its shared accounting in Redis) between the
 //     client and the node;
-//   - proxy: a bare httputil.ReverseProxy to the simulator, the floor.
+//   - proxy: a bare httputil.ReverseProxy to the simulator, the floor;
+//   - mongo: the embedded FerretDB (devmongo) with its data under the
+//     directory named by CLAUDEQ_BENCH_MONGO_DIR (figure 8's store).
 //
 // It prints "CLAUDEQ_BENCH_READY <base URL>" once it serves.
 func RunChild() int {
@@ -87,8 +96,17 @@ func RunChild() int {
 		err = gatewayOff(ctx)
 	case "proxy":
 		err = bareProxy(ctx)
+	case "mongo":
+		var uri string
+		var stopMongo func()
+		uri, stopMongo, err = devmongo.Start(ctx, os.Getenv(childMongoDirEnv), slog.New(errorsTo{w: os.Stderr}))
+		if err == nil {
+			fmt.Println(readyPrefix + uri)
+			<-ctx.Done()
+			stopMongo()
+		}
 	default:
-		err = fmt.Errorf("%s=%q: want sim, gateway-on or gateway-off", ChildEnv, role)
+		err = fmt.Errorf("%s=%q: want sim, gateway-on, gateway-off, proxy or mongo", ChildEnv, role)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench child:", err)
@@ -162,20 +180,29 @@ type child struct {
 	cmd  *exec.Cmd
 	URL  string
 	done chan error
+	once sync.Once
+	log  string // its stderr
 }
 
 // startChild starts role with extra environment (KEY=value), on the CPUs
 // of cpus ("0", "1"; empty: anywhere) via taskset, its stderr in
 // dir/<role>-<n>.log, and waits until it serves.
 func startChild(ctx context.Context, dir, role, cpus string, env ...string) (*child, error) {
+	var wrap []string
+	if cpus != "" {
+		wrap = []string{"taskset", "-c", cpus}
+	}
+	return launchChild(ctx, dir, role, wrap, env...)
+}
+
+// launchChild is startChild with the command the child runs under (e.g.
+// nice, taskset and their arguments; empty: none).
+func launchChild(ctx context.Context, dir, role string, wrap []string, env ...string) (*child, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	args := []string{exe}
-	if cpus != "" {
-		args = append([]string{"taskset", "-c", cpus}, args...)
-	}
+	args := append(slices.Clone(wrap), exe)
 	logf, err := os.CreateTemp(dir, role+"-*.log")
 	if err != nil {
 		return nil, err
@@ -192,7 +219,7 @@ func startChild(ctx context.Context, dir, role, cpus string, env ...string) (*ch
 		_ = logf.Close()
 		return nil, fmt.Errorf("start %s: %w", role, err)
 	}
-	c := &child{cmd: cmd, done: make(chan error, 1)}
+	c := &child{cmd: cmd, done: make(chan error, 1), log: logf.Name()}
 	url := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -223,20 +250,29 @@ func startChild(ctx context.Context, dir, role, cpus string, env ...string) (*ch
 }
 
 // stop ends the child with SIGTERM (SIGKILL after 20 s) and waits for it.
+// A second stop does nothing.
 func (c *child) stop() {
 	if c == nil || c.cmd.Process == nil {
 		return
 	}
-	_ = c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-c.done:
-	case <-time.After(20 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-	}
+	c.once.Do(func() {
+		_ = c.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-c.done:
+		case <-time.After(20 * time.Second):
+			_ = c.cmd.Process.Kill()
+			<-c.done
+		}
+	})
 }
 
 func (c *child) pid() int { return c.cmd.Process.Pid }
+
+// logTail returns the last n lines of the child's stderr.
+func (c *child) logTail(n int) string {
+	b, _ := os.ReadFile(c.log)
+	return lastLines(string(b), n)
+}
 
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")

@@ -130,11 +130,16 @@ func (e *Env) settle(ctx context.Context, o *Options) {
 // key, and returns its name. Every measured run gets its own, so that runs
 // do not slow each other down by growing one SQLite file.
 func (e *Env) NewDB(ctx context.Context, prefix string) (string, error) {
+	return e.newDBAt(ctx, e.Mongo, prefix)
+}
+
+// newDBAt is NewDB on the MongoDB server at uri.
+func (e *Env) newDBAt(ctx context.Context, uri, prefix string) (string, error) {
 	e.mu.Lock()
 	e.dbs++
 	name := fmt.Sprintf("%s_%d", prefix, e.dbs)
 	e.mu.Unlock()
-	db, off, err := store.Connect(ctx, e.Mongo, name)
+	db, off, err := store.Connect(ctx, uri, name)
 	if err != nil {
 		return "", err
 	}

@@ -131,6 +131,28 @@ func Render(w io.Writer, r *Report) error {
 			}
 		}
 	}
+	if l := r.AuditAPI; l != nil {
+		a, n := l.medianRPS()
+		ok := ratio(a, n) >= AuditTarget
+		p("| 8. submit with the audit log vs without, the api alone on one core, %d clients | %s req/s | %s req/s | %s× | ≥ %s× | %s |", l.Clients, num(a), num(n), rx(ratio(a, n)), rx(AuditTarget), verdict(ok))
+		if !ok {
+			misses = append(misses, fmt.Sprintf("Figure 8, the api alone on one core: with the audit log it submits %s req/s, %s× its %s req/s without; the target is ≥ %s×.",
+				num(a), rx(ratio(a, n)), num(n), rx(AuditTarget)))
+		}
+		on50, off50, on99, off99 := l.fixedMedians()
+		for _, q := range []struct {
+			name    string
+			on, off time.Duration
+		}{{"p50", on50, off50}, {"p99", on99, off99}} {
+			x := durRatio(q.on, q.off)
+			ok := x <= AuditLatencyTarget
+			p("| 8. submit latency %s with the audit log vs without, the api alone on one core, %.0f/s | %v | %v | %s× | ≤ %s× | %s |", q.name, l.Rate, ms(q.on), ms(q.off), rx(x), rx(AuditLatencyTarget), verdict(ok))
+			if !ok {
+				misses = append(misses, fmt.Sprintf("Figure 8, the api alone on one core, at %.0f submits/s: the %s latency with the audit log is %v, %s× the %v without; the target is ≤ %s×.",
+					l.Rate, q.name, ms(q.on), rx(x), ms(q.off), rx(AuditLatencyTarget)))
+			}
+		}
+	}
 	if m := r.Money; m != nil {
 		sub, fl := Median(rps(m.Subject)), Median(rps(m.Floor))
 		p("| 6. quota Reserve+Settle, %d goroutines | %s pairs/s | %s pairs/s (two no-op Lua calls) | %s× | — | — |", m.Clients, num(sub), num(fl), rx(ratio(sub, fl)))

@@ -344,35 +344,37 @@ func renderAudit(p printer, r *Report) {
 			with = append(with, s)
 		}
 	}
-	if len(with) == 0 {
+	if len(with) == 0 && r.Audit == nil && r.AuditAPI == nil {
 		return
 	}
 	p("## 8. The audit log's cost on the submit path")
 	p("")
-	p("Figure 1's closed loop, interleaved with its runs: the api as in production (every request gets an audit record: a hash-chained document appended in batches by a background writer that gathers records for up to CLAUDEQ_AUDIT_FLUSH_INTERVAL, 50 ms, and appends each batch under one Redis lease with one insert) against the same api with CLAUDEQ_AUDIT_LOG=off. The embedded FerretDB that stores the records runs in the bench process, on the same two cores; in production that work is MongoDB's, on its own machine, so the figure here is an upper bound on the cost.")
-	p("")
-	p("| clients | rep | audit log | req/s | p50 | p99 | errors | bench-process CPU µs/req | redis CPU µs/req | other load (CPUs) | Redis commands/req |")
-	p("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
-	for _, s := range with {
-		for i := range max(len(s.NoAudit), len(s.Subject)) {
-			for _, side := range []struct {
-				name string
-				l    []LoadStats
-			}{{"on", s.Subject}, {"off", s.NoAudit}} {
-				if i >= len(side.l) {
-					continue
+	if len(with) > 0 {
+		p("Figure 1's closed loop, interleaved with its runs: the api as in production (every request gets an audit record: a hash-chained document appended in batches by a background writer that gathers records for up to CLAUDEQ_AUDIT_FLUSH_INTERVAL, 50 ms, and appends each batch under one Redis lease with one insert) against the same api with CLAUDEQ_AUDIT_LOG=off. The embedded FerretDB that stores the records runs in the bench process, on the same two cores; in production that work is MongoDB's, on its own machine, so the figure here is an upper bound on the cost.")
+		p("")
+		p("| clients | rep | audit log | req/s | p50 | p99 | errors | bench-process CPU µs/req | redis CPU µs/req | other load (CPUs) | Redis commands/req |")
+		p("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
+		for _, s := range with {
+			for i := range max(len(s.NoAudit), len(s.Subject)) {
+				for _, side := range []struct {
+					name string
+					l    []LoadStats
+				}{{"on", s.Subject}, {"off", s.NoAudit}} {
+					if i >= len(side.l) {
+						continue
+					}
+					x := side.l[i]
+					p("| %d | %d | %s | %s | %v | %v | %d | %s | %s | %s | %s |", s.Concurrency, i+1, side.name, num(x.RPS), ms(x.P50), ms(x.P99), x.Errors,
+						perOp(x.Use.Proc, x.OK, time.Microsecond), perOp(x.Use.Redis, x.OK, time.Microsecond), load(x.Use, x.Elapsed), x.Use.PerOp(x.OK))
 				}
-				x := side.l[i]
-				p("| %d | %d | %s | %s | %v | %v | %d | %s | %s | %s | %s |", s.Concurrency, i+1, side.name, num(x.RPS), ms(x.P50), ms(x.P99), x.Errors,
-					perOp(x.Use.Proc, x.OK, time.Microsecond), perOp(x.Use.Redis, x.OK, time.Microsecond), load(x.Use, x.Elapsed), x.Use.PerOp(x.OK))
 			}
+			a, n := Median(rps(s.Subject)), Median(rps(s.NoAudit))
+			a50, n50 := medianP50(s.Subject), medianP50(s.NoAudit)
+			p("| %d | median | | **%s** on vs **%s** off = **%s×** | **%v** vs **%v**: %s | %v vs %v | | | | | |", s.Concurrency, num(a), num(n), rx(ratio(a, n)),
+				ms(a50), ms(n50), signed(a50-n50), ms(medianP99(s.Subject)), ms(medianP99(s.NoAudit)))
 		}
-		a, n := Median(rps(s.Subject)), Median(rps(s.NoAudit))
-		a50, n50 := medianP50(s.Subject), medianP50(s.NoAudit)
-		p("| %d | median | | **%s** on vs **%s** off = **%s×** | **%v** vs **%v**: %s | %v vs %v | | | | | |", s.Concurrency, num(a), num(n), rx(ratio(a, n)),
-			ms(a50), ms(n50), signed(a50-n50), ms(medianP99(s.Subject)), ms(medianP99(s.NoAudit)))
+		p("")
 	}
-	p("")
 	if l := r.Audit; l != nil {
 		p("At a fixed rate of %.0f submits/s (open loop, a fresh api and database per run, %v each after a %v warm-up, interleaved): the latency a client sees, which is what the log must not slow; the closed loop above measures the most a machine submits, which the store's CPU on these shared cores bounds.", l.Rate, r.Options.Duration, r.Options.Warmup)
 		p("")
@@ -395,6 +397,72 @@ func renderAudit(p printer, r *Report) {
 		p("| median | | | | **%v** vs **%v** (%s×) | | **%v** vs **%v** (%s×) | | |", ms(on50), ms(off50), rx(durRatio(on50, off50)), ms(on99), ms(off99), rx(durRatio(on99, off99)))
 		p("")
 	}
+	if l := r.AuditAPI; l != nil {
+		p("The api alone on one core: %s. The api is the bench binary started again as a process of its own (`%s=gateway-on`: app.Run with the api role, as `cmd/api` runs it, with the settings above), a fresh one over a fresh database for each side of each repetition, audit log on and off alternating which goes first. Each measures the most it submits (%d closed-loop clients, %v after a %v warm-up), then the latency at %.0f submits/s (open loop). This separates the api's own cost of the audit log (building, hashing and queueing a record, the writer's batching) from the store's (FerretDB's inserts), which the runs above charge to the same two cores and which in production is MongoDB's, on a machine of its own. The api's CPU per submit is read from /proc/<pid>/stat (10 ms ticks).", l.How, ChildEnv, l.Clients, r.Options.Duration, r.Options.Warmup, l.Rate)
+		p("")
+		p("| rep | audit log | req/s (closed loop) | api CPU µs/submit | p50 | p99 | errors | at %.0f/s: p50 | p90 | p99 | api CPU µs/submit | errors |", l.Rate)
+		p("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+		for i := range max(len(l.On), len(l.Off)) {
+			for _, side := range []struct {
+				name string
+				l    []OneCoreRun
+			}{{"on", l.On}, {"off", l.Off}} {
+				if i >= len(side.l) {
+					continue
+				}
+				x := side.l[i]
+				p("| %d | %s | %s | %s | %v | %v | %d | %v | %v | %v | %s | %d |", i+1, side.name, num(x.Max.RPS), perOp(x.MaxCPU, 1, time.Microsecond),
+					ms(x.Max.P50), ms(x.Max.P99), x.Max.Errors, ms(x.Fixed.P50), ms(x.Fixed.P90), ms(x.Fixed.P99), perOp(x.Fixed.APICPU, 1, time.Microsecond), x.Fixed.Errors)
+			}
+		}
+		a, n := l.medianRPS()
+		on50, off50, on99, off99 := l.fixedMedians()
+		p("| median | | **%s** vs **%s** (%s×) | %s vs %s | | | | **%v** vs **%v** (%s×) | | **%v** vs **%v** (%s×) | | |", num(a), num(n), rx(ratio(a, n)),
+			perOp(l.medianCPU(true), 1, time.Microsecond), perOp(l.medianCPU(false), 1, time.Microsecond),
+			ms(on50), ms(off50), rx(durRatio(on50, off50)), ms(on99), ms(off99), rx(durRatio(on99, off99)))
+		p("")
+	}
+}
+
+// medianRPS returns the median closed-loop rate with the audit log and
+// without.
+func (l *AuditOneCore) medianRPS() (on, off float64) {
+	f := func(runs []OneCoreRun) float64 {
+		xs := make([]float64, len(runs))
+		for i, x := range runs {
+			xs[i] = x.Max.RPS
+		}
+		return Median(xs)
+	}
+	return f(l.On), f(l.Off)
+}
+
+// medianCPU returns the median api CPU per submit of the closed loops.
+func (l *AuditOneCore) medianCPU(on bool) time.Duration {
+	runs := l.Off
+	if on {
+		runs = l.On
+	}
+	xs := make([]float64, len(runs))
+	for i, x := range runs {
+		xs[i] = float64(x.MaxCPU)
+	}
+	return time.Duration(Median(xs))
+}
+
+// fixedMedians returns the median p50 and p99 of the fixed-rate windows.
+func (l *AuditOneCore) fixedMedians() (on50, off50, on99, off99 time.Duration) {
+	fixed := func(runs []OneCoreRun) []RateStats {
+		out := make([]RateStats, len(runs))
+		for i, x := range runs {
+			out[i] = x.Fixed
+		}
+		return out
+	}
+	on, off := fixed(l.On), fixed(l.Off)
+	p50 := func(s RateStats) time.Duration { return s.P50 }
+	p99 := func(s RateStats) time.Duration { return s.P99 }
+	return rateP(on, p50), rateP(off, p50), rateP(on, p99), rateP(off, p99)
 }
 
 // medians returns the median p50 and p99 with the audit log and without.
