@@ -3,8 +3,11 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -133,7 +136,8 @@ func (e *Env) rateWindow(ctx context.Context, o *Options, base string, rate floa
 // the api role, as cmd/api runs it) with GOMAXPROCS=1, pinned to CPU 0,
 // while redis-server and the bench process (the load generator) are
 // pinned to the other CPUs, and the audit store, a FerretDB process of
-// its own, runs there too at the lowest CPU priority (nice 19): it uses
+// its own, runs there too at idle priority (SCHED_IDLE, `chrt -i 0`;
+// nice 19 where chrt is missing): it uses
 // what CPU the others leave, as MongoDB on a machine of its own would not
 // take CPU from the request path. This measures the api's own cost of its
 // audit log (building, hashing and queueing a record, the writer's
@@ -171,12 +175,12 @@ func runAuditOneCore(ctx context.Context, e *Env, o *Options) (*AuditOneCore, er
 	if r.Rate <= 0 {
 		r.Rate = DefaultAuditRate
 	}
-	cpus := ""
-	wrap := []string{"nice", "-n", "19"}
+	cpus, rest := "", ""
+	prio := strings.Join(idlePriority(), " ")
 	if haveTaskset() == nil && runtime.NumCPU() >= 2 {
 		mine := allowedCPUs()
 		cpus, r.Pinned = "0", true
-		rest := fmt.Sprintf("1-%d", runtime.NumCPU()-1)
+		rest = fmt.Sprintf("1-%d", runtime.NumCPU()-1)
 		if runtime.NumCPU() == 2 {
 			rest = "1"
 		}
@@ -189,12 +193,11 @@ func runAuditOneCore(ctx context.Context, e *Env, o *Options) (*AuditOneCore, er
 			_ = pin(pidSelf(), mine)
 			_ = pin(e.Redis.PID(), mine)
 		}()
-		wrap = append(wrap, "taskset", "-c", rest)
-		r.How = fmt.Sprintf("the api with GOMAXPROCS=1 pinned to CPU %s (`taskset -c %s`); redis-server and the bench process (the load generator) pinned to CPU %s (`taskset -a -p -c %s`); the audit store, a FerretDB process of its own, on CPU %s at the lowest priority (`nice -n 19 taskset -c %s`)", cpus, cpus, rest, rest, rest, rest)
+		r.How = fmt.Sprintf("the api with GOMAXPROCS=1 pinned to CPU %s (`taskset -c %s`); redis-server and the bench process (the load generator) pinned to CPU %s (`taskset -a -p -c %s`); the audit store, a FerretDB process of its own, on CPU %s at idle priority (`%s taskset -c %s`)", cpus, cpus, rest, rest, rest, prio, rest)
 	} else {
-		r.How = "the api with GOMAXPROCS=1, not pinned (taskset or a second CPU is missing): it shares the cores with redis-server, the load generator and the audit store (a FerretDB process of its own at `nice -n 19`)"
+		r.How = fmt.Sprintf("the api with GOMAXPROCS=1, not pinned (taskset or a second CPU is missing): it shares the cores with redis-server, the load generator and the audit store (a FerretDB process of its own, `%s`)", prio)
 	}
-	mongo, err := launchChild(ctx, e.Dir, "mongo", wrap, childMongoDirEnv+"="+filepath.Join(e.Dir, "mongo-audit"))
+	mongo, err := e.startStore(ctx, rest)
 	if err != nil {
 		return nil, err
 	}
@@ -285,6 +288,33 @@ func (e *Env) oneCoreRun(ctx context.Context, o *Options, uri, cpus string, clie
 	defer func() { _ = off(context.WithoutCancel(ctx)) }()
 	run.Stored, err = mdb.Collection("audit").CountDocuments(ctx, bson.M{"kind": audit.KindRequest})
 	return run, err
+}
+
+// idlePriority is the command prefix that runs a child at idle CPU
+// priority: SCHED_IDLE (`chrt -i 0`), which any ordinary task preempts at
+// once when it wakes, or else nice 19, which on an EEVDF kernel may still
+// run out its time slice before a woken task gets the CPU.
+func idlePriority() []string {
+	if _, err := exec.LookPath("chrt"); err == nil {
+		return []string{"chrt", "-i", "0"}
+	}
+	return []string{"nice", "-n", "19"}
+}
+
+// startStore starts a FerretDB process of its own at idle priority, on
+// cpus (empty: anywhere), with its data in a fresh directory: a store whose
+// CPU never delays the measured processes, as MongoDB on a machine of its
+// own would not.
+func (e *Env) startStore(ctx context.Context, cpus string) (*child, error) {
+	wrap := idlePriority()
+	if cpus != "" {
+		wrap = append(wrap, "taskset", "-c", cpus)
+	}
+	dir, err := os.MkdirTemp(e.Dir, "store-")
+	if err != nil {
+		return nil, err
+	}
+	return launchChild(ctx, e.Dir, "mongo", wrap, childMongoDirEnv+"="+filepath.Join(dir, "mongo"))
 }
 
 func rateP(l []RateStats, f func(RateStats) time.Duration) time.Duration {

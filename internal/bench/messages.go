@@ -149,12 +149,22 @@ func RunMessages(ctx context.Context, e *Env, o *Options) (*MessagesResult, erro
 	if err != nil {
 		return nil, err
 	}
-	// Latency: nothing pinned, default GOMAXPROCS.
+	// Latency: nothing pinned, default GOMAXPROCS; the gateway's store a
+	// process of its own at idle priority.
+	store, err := e.startStore(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	defer store.stop()
+	ldb, err := e.newDBAt(ctx, store.URL, "messages")
+	if err != nil {
+		return nil, err
+	}
 	sm, err := startChild(ctx, e.Dir, "sim", "")
 	if err != nil {
 		return nil, err
 	}
-	gw, err := e.startGateways(ctx, db, sm.URL, "", nil)
+	gw, err := e.startGateways(ctx, ldb, store.URL, sm.URL, "", nil)
 	if err != nil {
 		sm.stop()
 		return nil, err
@@ -223,12 +233,12 @@ func (g gateways) stop() {
 	}
 }
 
-// startGateways starts gateway-on (against database db), gateway-off and
+// startGateways starts gateway-on (against database db of the MongoDB server at mongoURI), gateway-off and
 // the bare proxy, all calling the simulator at simURL, on cpus, with env
 // added.
-func (e *Env) startGateways(ctx context.Context, db, simURL, cpus string, env []string) (gateways, error) {
+func (e *Env) startGateways(ctx context.Context, db, mongoURI, simURL, cpus string, env []string) (gateways, error) {
 	var gw gateways
-	on := e.Settings(db, "CLAUDEQ_UPSTREAM_URL", simURL, "CLAUDEQ_CACHE_TTL", "0s", "CLAUDEQ_MONITORING", "off")
+	on := e.Settings(db, "CLAUDEQ_MONGO_URI", mongoURI, "CLAUDEQ_UPSTREAM_URL", simURL, "CLAUDEQ_CACHE_TTL", "0s", "CLAUDEQ_MONITORING", "off")
 	var onEnv []string
 	for k, v := range on {
 		onEnv = append(onEnv, k+"="+v)
@@ -369,7 +379,7 @@ func (e *Env) maxOnOneCore(ctx context.Context, o *Options, db string, clients i
 		return out, cpu, how, err
 	}
 	defer sm.stop()
-	gw, err := e.startGateways(ctx, db, sm.URL, cpus, env)
+	gw, err := e.startGateways(ctx, db, e.Mongo, sm.URL, cpus, env)
 	if err != nil {
 		return out, cpu, how, err
 	}

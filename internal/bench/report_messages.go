@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -63,7 +64,7 @@ func renderMessages(p printer, r *Report) {
 	o := r.Options
 	p("## 7. Anthropic-compatible API: POST /v1/messages")
 	p("")
-	p("Non-streaming `POST /v1/messages` (a %d-byte body: claude-haiku-5-5, max_tokens 64, a distinct prompt per request; response cache off, `CLAUDEQ_CACHE_TTL=0s`) sent to the simulator directly, and through the gateway in front of the same simulator. **On** is the api role exactly as `cmd/api` runs it: key check (cached), content policy (redact), worst-case estimate and budget reservation in Redis, the fleet (node choice, admission and outcome in Redis), the audit record, and after the answer the ledger entry (group commit to FerretDB) and the settlement. **Off** is the same handler with authentication, content policy, pricing, budgets, ledger and audit off: only the fleet's node choice and its shared accounting remain (`gatewayOff` in internal/bench/child.go). The simulator and each gateway are processes of their own (the bench binary started again with `CLAUDEQ_BENCH_CHILD`); the load generators run in the bench process. Added latency = the gateway's figure minus the simulator's, paired by repetition, median over %d repetition(s).", m.BodyBytes, o.Reps)
+	p("Non-streaming `POST /v1/messages` (a %d-byte body: claude-haiku-5-5, max_tokens 64, a distinct prompt per request; response cache off, `CLAUDEQ_CACHE_TTL=0s`) sent to the simulator directly, and through the gateway in front of the same simulator. **On** is the api role exactly as `cmd/api` runs it: key check (cached), content policy (redact), worst-case estimate and budget reservation in Redis, the fleet (node choice, admission and outcome in Redis), the audit record, and after the answer the ledger entry (group commit to FerretDB) and the settlement. **Off** is the same handler with authentication, content policy, pricing, budgets, ledger and audit off: only the fleet's node choice and its shared accounting remain (`gatewayOff` in internal/bench/child.go). The simulator and each gateway are processes of their own (the bench binary started again with `CLAUDEQ_BENCH_CHILD`); the load generators run in the bench process. In the latency runs (one client, and the open loop) the gateway's store (FerretDB: API keys, ledger, audit log) is a process of its own too, at idle CPU priority (`%s`, which any other task preempts at once): a store whose CPU does not delay the gateway, Redis or the load generator, as MongoDB on a machine of its own would not; in the one-core runs it is the embedded FerretDB in the bench process, on the other CPU. Added latency = the gateway's figure minus the simulator's, paired by repetition, median over %d repetition(s).", m.BodyBytes, strings.Join(idlePriority(), " "), o.Reps)
 	p("")
 	p("| | added p50, 1 client | added p50, %s/s | added p99, %s/s | one core: req/s | ÷ simulator alone | ÷ simulator alone, from CPU time |", num(m.Rate), num(m.Rate))
 	p("|---|---:|---:|---:|---:|---:|---:|")
