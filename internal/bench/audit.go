@@ -53,28 +53,42 @@ func runAuditLatency(ctx context.Context, e *Env, o *Options) (*AuditLatency, er
 		rate = DefaultAuditRate
 	}
 	r := &AuditLatency{Rate: rate}
-	for rep := range o.Reps {
-		for k := range 2 {
-			on := (rep+k)%2 == 0
-			var over []string
-			if !on {
-				over = []string{"CLAUDEQ_AUDIT_LOG", "off"}
-			}
-			st, err := e.submitAtRate(ctx, o, rate, over)
-			if err != nil {
-				return nil, err
-			}
-			name := "on"
-			if on {
-				r.On = append(r.On, st)
-			} else {
-				r.Off, name = append(r.Off, st), "off"
-			}
-			o.logf("submit at %.0f/s rep %d/%d audit %-3s  p50 %v p90 %v p99 %v  sent %d errors %d", rate, rep+1, o.Reps, name,
-				st.P50, st.P90, st.P99, st.Sent, st.Errors)
+	err := auditSides(o.Reps, func(rep int, name string, over []string) error {
+		st, err := e.submitAtRate(ctx, o, rate, over)
+		if err != nil {
+			return err
 		}
+		if over == nil {
+			r.On = append(r.On, st)
+		} else {
+			r.Off = append(r.Off, st)
+		}
+		o.logf("submit at %.0f/s rep %d/%d audit %-3s  p50 %v p90 %v p99 %v  sent %d errors %d", rate, rep+1, o.Reps, name,
+			st.P50, st.P90, st.P99, st.Sent, st.Errors)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return r, e.Flush(ctx)
+}
+
+// auditSides calls run for reps pairs of runs, the audit log on (over
+// nil) and off (over sets CLAUDEQ_AUDIT_LOG=off), alternating which goes
+// first.
+func auditSides(reps int, run func(rep int, name string, over []string) error) error {
+	for rep := range reps {
+		for k := range 2 {
+			name, over := "on", []string(nil)
+			if (rep+k)%2 != 0 {
+				name, over = "off", []string{"CLAUDEQ_AUDIT_LOG", "off"}
+			}
+			if err := run(rep, name, over); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // submitAtRate starts a fresh api (with the settings over) over a fresh
@@ -202,29 +216,25 @@ func runAuditOneCore(ctx context.Context, e *Env, o *Options) (*AuditOneCore, er
 		return nil, err
 	}
 	defer mongo.stop()
-	for rep := range o.Reps {
-		for k := range 2 {
-			on := (rep+k)%2 == 0
-			var over []string
-			if !on {
-				over = []string{"CLAUDEQ_AUDIT_LOG", "off"}
-			}
-			run, err := e.oneCoreRun(ctx, o, mongo.URL, cpus, r.Clients, r.Rate, over)
-			if err != nil {
-				return nil, err
-			}
-			name := "on"
-			if on {
-				r.On = append(r.On, run)
-				if run.Stored < run.Answered {
-					return nil, fmt.Errorf("api on one core, rep %d: %d submits answered, only %d audit records stored; the api's log ends:\n%s", rep+1, run.Answered, run.Stored, run.log)
-				}
-			} else {
-				r.Off, name = append(r.Off, run), "off"
-			}
-			o.logf("submit, api on one core, rep %d/%d audit %-3s  %d clients %.0f req/s (api CPU %v/req)  at %.0f/s p50 %v p99 %v (api CPU %v/req)  answered %d, audit records %d",
-				rep+1, o.Reps, name, r.Clients, run.Max.RPS, run.MaxCPU, r.Rate, run.Fixed.P50, run.Fixed.P99, run.Fixed.APICPU, run.Answered, run.Stored)
+	err = auditSides(o.Reps, func(rep int, name string, over []string) error {
+		run, err := e.oneCoreRun(ctx, o, mongo.URL, cpus, r.Clients, r.Rate, over)
+		if err != nil {
+			return err
 		}
+		if over == nil {
+			r.On = append(r.On, run)
+			if run.Stored < run.Answered {
+				return fmt.Errorf("api on one core, rep %d: %d submits answered, only %d audit records stored; the api's log ends:\n%s", rep+1, run.Answered, run.Stored, run.log)
+			}
+		} else {
+			r.Off = append(r.Off, run)
+		}
+		o.logf("submit, api on one core, rep %d/%d audit %-3s  %d clients %.0f req/s (api CPU %v/req)  at %.0f/s p50 %v p99 %v (api CPU %v/req)  answered %d, audit records %d",
+			rep+1, o.Reps, name, r.Clients, run.Max.RPS, run.MaxCPU, r.Rate, run.Fixed.P50, run.Fixed.P99, run.Fixed.APICPU, run.Answered, run.Stored)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return r, e.Flush(ctx)
 }

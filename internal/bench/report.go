@@ -118,18 +118,7 @@ func Render(w io.Writer, r *Report) error {
 	}
 	if l := r.Audit; l != nil {
 		on50, off50, on99, off99 := l.medians()
-		for _, q := range []struct {
-			name    string
-			on, off time.Duration
-		}{{"p50", on50, off50}, {"p99", on99, off99}} {
-			x := durRatio(q.on, q.off)
-			ok := x <= AuditLatencyTarget
-			p("| 8. submit latency %s with the audit log vs without, %.0f/s | %v | %v | %s× | ≤ %s× | %s |", q.name, l.Rate, ms(q.on), ms(q.off), rx(x), rx(AuditLatencyTarget), verdict(ok))
-			if !ok {
-				misses = append(misses, fmt.Sprintf("Figure 8 at %.0f submits/s: the %s latency with the audit log is %v, %s× the %v without; the target is ≤ %s×.",
-					l.Rate, q.name, ms(q.on), rx(x), ms(q.off), rx(AuditLatencyTarget)))
-			}
-		}
+		misses = auditLatencyVerdicts(p, misses, "", l.Rate, on50, off50, on99, off99)
 	}
 	if l := r.AuditAPI; l != nil {
 		a, n := l.medianRPS()
@@ -140,18 +129,7 @@ func Render(w io.Writer, r *Report) error {
 				num(a), rx(ratio(a, n)), num(n), rx(AuditTarget)))
 		}
 		on50, off50, on99, off99 := l.fixedMedians()
-		for _, q := range []struct {
-			name    string
-			on, off time.Duration
-		}{{"p50", on50, off50}, {"p99", on99, off99}} {
-			x := durRatio(q.on, q.off)
-			ok := x <= AuditLatencyTarget
-			p("| 8. submit latency %s with the audit log vs without, the api alone on one core, %.0f/s | %v | %v | %s× | ≤ %s× | %s |", q.name, l.Rate, ms(q.on), ms(q.off), rx(x), rx(AuditLatencyTarget), verdict(ok))
-			if !ok {
-				misses = append(misses, fmt.Sprintf("Figure 8, the api alone on one core, at %.0f submits/s: the %s latency with the audit log is %v, %s× the %v without; the target is ≤ %s×.",
-					l.Rate, q.name, ms(q.on), rx(x), ms(q.off), rx(AuditLatencyTarget)))
-			}
-		}
+		misses = auditLatencyVerdicts(p, misses, ", the api alone on one core", l.Rate, on50, off50, on99, off99)
 	}
 	if m := r.Money; m != nil {
 		sub, fl := Median(rps(m.Subject)), Median(rps(m.Floor))
@@ -399,6 +377,25 @@ func ms(d time.Duration) time.Duration {
 }
 
 // perOp formats total/n in unit.
+// auditLatencyVerdicts prints figure 8's p50 and p99 rows of a fixed-rate
+// comparison (where: which setup, "" for the first) and returns misses
+// with those that missed the target.
+func auditLatencyVerdicts(p printer, misses []string, where string, rate float64, on50, off50, on99, off99 time.Duration) []string {
+	for _, q := range []struct {
+		name    string
+		on, off time.Duration
+	}{{"p50", on50, off50}, {"p99", on99, off99}} {
+		x := durRatio(q.on, q.off)
+		ok := x <= AuditLatencyTarget
+		p("| 8. submit latency %s with the audit log vs without%s, %.0f/s | %v | %v | %s× | ≤ %s× | %s |", q.name, where, rate, ms(q.on), ms(q.off), rx(x), rx(AuditLatencyTarget), verdict(ok))
+		if !ok {
+			misses = append(misses, fmt.Sprintf("Figure 8%s, at %.0f submits/s: the %s latency with the audit log is %v, %s× the %v without; the target is ≤ %s×.",
+				where, rate, q.name, ms(q.on), rx(x), ms(q.off), rx(AuditLatencyTarget)))
+		}
+	}
+	return misses
+}
+
 func perOp(total time.Duration, n int, unit time.Duration) string {
 	if n == 0 || total <= 0 {
 		return "—"

@@ -421,6 +421,8 @@ func renderAudit(p printer, r *Report) {
 			perOp(l.medianCPU(true), 1, time.Microsecond), perOp(l.medianCPU(false), 1, time.Microsecond),
 			ms(on50), ms(off50), rx(durRatio(on50, off50)), ms(on99), ms(off99), rx(durRatio(on99, off99)))
 		p("")
+		p("Errors in the closed loop with the audit log are 503s (`Retry-After: 1`): the store, at idle priority on a CPU that the load generator and Redis keep busy, falls behind, the audit buffer (`CLAUDEQ_AUDIT_BUFFER`, 10,000) fills and the api refuses what it could not record, before doing it, instead of serving it unaudited. So that closed-loop rate is the store's on leftover CPU, not the api's; the api's own cost is its CPU per submit. After each run the records stored are counted: they equal the submits answered, or the run fails.")
+		p("")
 	}
 }
 
