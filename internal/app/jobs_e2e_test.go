@@ -88,8 +88,12 @@ func TestCacheAnswersRepeatsAtSubmit(t *testing.T) {
 	// Another tenant never sees alice's cache.
 	submit(t, base, bob, body)
 	// Opting out.
-	submit(t, base, alice, map[string]any{"prompt": "What is 2+2?", "model": "sonnet", "cache": false})
-	submit(t, base, alice, body, "Cache-Control", "no-cache")
+	optOut := submit(t, base, alice, map[string]any{"prompt": "What is 2+2?", "model": "sonnet", "cache": false})
+	noCache := submit(t, base, alice, body, "Cache-Control", "no-cache")
+	// no-cache still stores its answer: let both finish before the purge,
+	// or the purged entry can come back after it.
+	wait(t, base, alice, optOut, 15*time.Second)
+	wait(t, base, alice, noCache, 15*time.Second)
 
 	// Dropping alice's entries makes the next identical request go upstream.
 	d := do(t, "DELETE", base+"/api/claude/cache", alice, nil)
