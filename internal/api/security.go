@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -61,12 +62,13 @@ type hardening struct {
 	auditChain     *audit.Chain
 	metrics        *metrics.Metrics // never nil
 	metricsHandler http.Handler
+	auditRefused   *atomic.Int64 // unix nanoseconds of the last refusal logged
 }
 
 func newHardening(d Security) hardening {
 	h := hardening{sec: d.Secure, limiter: d.Limiter, policy: d.Policy, defaultPolicy: d.PolicyAction,
 		policyDepts: d.PolicyDepartments, auditLog: d.Audit, auditChain: d.AuditChain, metrics: d.Metrics,
-		metricsHandler: d.MetricsHandler}
+		metricsHandler: d.MetricsHandler, auditRefused: new(atomic.Int64)}
 	if h.defaultPolicy == "" {
 		h.defaultPolicy = policy.Redact
 	}
@@ -276,7 +278,13 @@ func (s *Server) auditRequests(next echo.HandlerFunc) echo.HandlerFunc {
 		ticket, terr := s.auditLog.Reserve()
 		if terr != nil {
 			s.metrics.AuditDropped(1)
-			s.log.Error("audit: no room for the request's record; refusing it", "request_id", requestID(c), "err", terr)
+			// Under overload this is every request: one line per 10 s, the
+			// metric counts them all.
+			now := time.Now().UnixNano()
+			if last := s.auditRefused.Load(); now-last > int64(10*time.Second) && s.auditRefused.CompareAndSwap(last, now) {
+				s.log.Error("audit: no room for requests' records; refusing them (claudeq_audit_dropped_total counts them)",
+					"request_id", requestID(c), "err", terr)
+			}
 			return terr
 		}
 		defer ticket.Cancel() // a panic in next: give the room back
