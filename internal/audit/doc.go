@@ -61,9 +61,11 @@
 // record to a local spill file in WriterOptions.SpillDir (Stats.Spilled),
 // which the writer replays into the chain, oldest file first, once the store
 // answers again. Without a SpillDir, or if the spill write fails, Log
-// returns ErrOverloaded (Stats.Refused): the caller must then refuse the
-// request (503), because a request that cannot be audited is not served.
-// Nothing is dropped silently. Close flushes what is buffered and, if the
+// returns ErrOverloaded (Stats.Refused). A request that cannot be audited
+// is not served, so the api takes the room first: Writer.Reserve before it
+// handles the request (refusing it with 503 when Reserve fails), the
+// Ticket's Log after, which cannot then fail for want of room. Nothing is
+// dropped silently. Close flushes what is buffered and, if the
 // store is still down when its context ends, spills it too.
 //
 // A spill file survives a process restart, not the loss of its disk: give

@@ -35,8 +35,8 @@ var (
 
 // WriterOptions shape a Writer. Zero fields take the defaults.
 type WriterOptions struct {
-	// Buffer is how many records may wait in memory. CLAUDEQ_AUDIT_BUFFER,
-	// default 10000.
+	// Buffer is how many records may wait in memory, counting the room
+	// held by Tickets not yet used. CLAUDEQ_AUDIT_BUFFER, default 10000.
 	Buffer int
 	// MaxBatch caps the records of one append. Default 500.
 	MaxBatch int
@@ -151,21 +151,13 @@ func (c *Chain) NewWriter(opts WriterOptions) (*Writer, error) {
 // full: then it waits up to BlockTimeout, then spills rec to SpillDir, and
 // only if that is impossible returns ErrOverloaded. After Close it returns
 // ErrClosed. rec's chain fields are ignored; EventID and Time are set if
-// empty.
+// empty. It is Reserve and the ticket's Log at once.
 func (w *Writer) Log(rec Record) error {
-	normalize(&rec, w.c.cfg.Now())
-	w.mu.RLock()
-	defer w.mu.RUnlock()
-	if w.closed {
-		w.refused.Add(1)
-		return ErrClosed
+	t, err := w.Reserve()
+	if err != nil {
+		return err
 	}
-	if w.acquire() {
-		w.in <- rec // never blocks: every record in w.in holds a unit of w.sem
-		w.logged.Add(1)
-		return nil
-	}
-	return w.spillOrRefuse(&rec, ErrOverloaded)
+	return t.Log(rec)
 }
 
 // acquire takes a unit of room in the buffer, waiting up to BlockTimeout

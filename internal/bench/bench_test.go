@@ -76,6 +76,16 @@ func TestRunTiny(t *testing.T) {
 	}
 	require.Len(t, r.Audit.On, 1)
 	require.Len(t, r.Audit.Off, 1)
+	require.NotNil(t, r.AuditAPI, "figure 8's api-on-one-core runs")
+	for _, x := range append(r.AuditAPI.On, r.AuditAPI.Off...) {
+		require.Positive(t, x.Max.OK)
+		require.Positive(t, x.Fixed.OK)
+		require.Zero(t, x.Fixed.Errors, x.Fixed.FirstErr)
+		require.Positive(t, x.Answered)
+	}
+	require.Len(t, r.AuditAPI.On, 1)
+	require.Equal(t, r.AuditAPI.On[0].Answered, r.AuditAPI.On[0].Stored, "one audit record per submit answered")
+	require.Zero(t, r.AuditAPI.Off[0].Stored)
 
 	require.NotNil(t, r.E2E)
 	for _, x := range append(r.E2E.Subject, r.E2E.Baseline...) {
