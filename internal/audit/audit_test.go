@@ -785,3 +785,36 @@ func TestStaleRedisHeadLargeBatch(t *testing.T) {
 	require.NoError(t, b.chain.Append(context.Background(), recs...))
 	requireIntact(t, b.verify(t), 223)
 }
+
+// The stored document is what the driver would have made of the chained
+// Record itself, byte for byte (but for the order of policy kinds, a map),
+// whether its body was encoded when logged or only when inserted (a record
+// replayed from a spill file).
+func TestStoredDocumentIsTheRecordsEncoding(t *testing.T) {
+	admin := Record{Kind: KindAdmin, UserID: "admin", Action: ActionKeyRevoked, Target: "key_9"}
+	policyHit := request(7)
+	policyHit.Decision, policyHit.PolicyKinds = DecisionPolicy, map[string]int{"credit_card": 1, "email": 2}
+	bare := Record{Kind: KindRequest, Decision: DecisionAuthFailed}
+	for i, r := range []Record{request(1), admin, policyHit, bare} {
+		for _, early := range []bool{true, false} {
+			r := r
+			normalize(&r, time.Date(2026, 11, 26, 8, 0, 0, 0, time.UTC))
+			if early {
+				encodeBody(&r)
+			}
+			r.Seq, r.PrevHash = int64(40+i), strings.Repeat("ab", 32)
+			r.Hash = hasher{}.sum(&r, r.PrevHash)
+			got, err := r.document()
+			require.NoError(t, err)
+			want, err := bson.Marshal(&r)
+			require.NoError(t, err)
+			var back Record
+			require.NoError(t, bson.Unmarshal(got, &back))
+			back.body = r.body
+			require.Equal(t, r, back, "record %d", i)
+			if len(r.PolicyKinds) < 2 {
+				require.Equal(t, bson.Raw(want).String(), got.String(), "record %d", i)
+			}
+		}
+	}
+}

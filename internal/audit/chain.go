@@ -15,6 +15,7 @@ import (
 	"go.mongodb.org/mongo-driver/v2/bson"
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
+	"go.mongodb.org/mongo-driver/v2/x/bsonx/bsoncore"
 )
 
 // Config configures a Chain.
@@ -291,28 +292,83 @@ func (c *Chain) appendRecords(ctx context.Context, head Head, known bool, recs [
 // insert chains recs on head and inserts them in order; it returns how many
 // were stored before an error.
 func (c *Chain) insert(ctx context.Context, head Head, recs []*Record) (int, error) {
-	docs := make([]any, len(recs))
+	docs := make([]bson.Raw, len(recs))
 	prev := head
 	for i, r := range recs {
 		r.Seq = prev.Seq + 1
 		r.PrevHash = prev.Hash
 		r.Hash = c.h.sum(r, r.PrevHash)
 		prev = Head{Seq: r.Seq, Hash: r.Hash}
-		docs[i] = r
+		doc, err := r.document()
+		if err != nil {
+			return 0, err
+		}
+		docs[i] = doc
 	}
 	for done := 0; done < len(docs); done += insertChunk {
 		chunk := docs[done:min(done+insertChunk, len(docs))]
-		_, err := c.records.InsertMany(ctx, chunk, options.InsertMany().SetOrdered(true))
-		if err == nil {
-			continue
+		if n, err := c.insertDocs(ctx, chunk); err != nil {
+			return done + n, err
 		}
-		var bwe mongo.BulkWriteException
-		if errors.As(err, &bwe) && len(bwe.WriteErrors) > 0 && bwe.WriteConcernError == nil {
-			return done + bwe.WriteErrors[0].Index, err
-		}
-		return done, err
 	}
 	return len(recs), nil
+}
+
+// insertDocs inserts docs, in order, with one insert command and returns
+// how many were stored before the first error: a mongo.WriteException for a
+// document the server refused (IsDuplicateKeyError tells a lost race),
+// else the command's error (none stored, as far as we know).
+//
+// It is the insert command itself rather than InsertMany, because the
+// documents are already encoded and have their _id: InsertMany would
+// encode each again and decode its _id, which was a third of the audit
+// log's CPU. The write concern is majority, whatever the client's. What
+// InsertMany adds that this does not is one transparent
+// retry of a retryable error; a failed batch is retried by the Writer, and
+// a batch that was stored although the reply was lost is recognised then
+// (see appendRecords).
+func (c *Chain) insertDocs(ctx context.Context, docs []bson.Raw) (int, error) {
+	aidx, arr := bsoncore.AppendArrayStart(nil)
+	for i, d := range docs {
+		arr = bsoncore.AppendDocumentElement(arr, strconv.Itoa(i), d)
+	}
+	arr, err := bsoncore.AppendArrayEnd(arr, aidx)
+	if err != nil {
+		return 0, err
+	}
+	cmd := bson.D{
+		{Key: "insert", Value: c.records.Name()},
+		{Key: "documents", Value: bson.RawValue{Type: bson.TypeArray, Value: arr}},
+		{Key: "ordered", Value: true},
+		// Whatever the URI says: an acknowledged audit record must
+		// survive a failover.
+		{Key: "writeConcern", Value: bson.D{{Key: "w", Value: "majority"}}},
+	}
+	var reply struct {
+		N           int `bson:"n"`
+		WriteErrors []struct {
+			Index   int    `bson:"index"`
+			Code    int    `bson:"code"`
+			Message string `bson:"errmsg"`
+		} `bson:"writeErrors"`
+		WriteConcernError *struct {
+			Code    int    `bson:"code"`
+			Message string `bson:"errmsg"`
+		} `bson:"writeConcernError"`
+	}
+	if err := c.records.Database().RunCommand(ctx, cmd).Decode(&reply); err != nil {
+		return 0, err
+	}
+	if len(reply.WriteErrors) > 0 {
+		we := reply.WriteErrors[0]
+		return we.Index, mongo.WriteException{WriteErrors: mongo.WriteErrors{{Index: we.Index, Code: we.Code, Message: we.Message}}}
+	}
+	if wce := reply.WriteConcernError; wce != nil {
+		// Stored, but not as durably as asked: report it, so that the
+		// batch is retried; its records are then found stored.
+		return 0, fmt.Errorf("write concern: %s (code %d)", wce.Message, wce.Code)
+	}
+	return len(docs), nil
 }
 
 // insertChunk caps the records of one insert command. FerretDB splits an

@@ -239,6 +239,7 @@ func (t *Ticket) Log(rec Record) error {
 	t.used = true
 	w := t.w
 	normalize(&rec, w.c.cfg.Now())
+	encodeBody(&rec)
 	w.mu.RLock()
 	defer w.mu.RUnlock()
 	if t.held {
