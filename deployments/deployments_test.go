@@ -372,6 +372,7 @@ func TestCompose(t *testing.T) {
 	queue := strings.Join(s["redis-queue"].Command, " ")
 	require.Contains(t, queue, "--maxmemory-policy noeviction")
 	require.Contains(t, queue, "--appendonly yes")
+	require.Contains(t, queue, "--appendfsync always")
 	require.Contains(t, strings.Join(s["redis-cache"].Command, " "), "--maxmemory-policy allkeys-lru")
 	for _, m := range []string{"mongo-1", "mongo-2", "mongo-3"} {
 		require.Contains(t, strings.Join(s[m].Command, " "), "--replSet rs0", m)

@@ -79,7 +79,10 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 		t.Fatal(bins.err)
 	}
 	c := &cluster{t: t, dir: t.TempDir()}
-	c.redis = redistest.New(t, redistest.WithAOF(), redistest.WithArgs("--maxmemory", "1gb", "--maxmemory-policy", "noeviction"))
+	c.redis = redistest.New(t, redistest.WithAOF(), redistest.WithArgs("--maxmemory", "1gb", "--maxmemory-policy", "noeviction",
+		// Every acknowledged write survives a SIGKILL, as deployments/ runs
+		// the queue Redis (see docs/reliability.md).
+		"--appendfsync", "always"))
 	mongoAddr := freeAddr(t)
 	c.mongo = newProc(t, c.dir, "mongoserver", bins.mongo, []string{"--addr", mongoAddr, "--dir", filepath.Join(c.dir, "mongo")}, nil)
 	c.mongo.ready = func() bool { return dialable(mongoAddr) }

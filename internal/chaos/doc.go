@@ -1,7 +1,7 @@
 // Package chaos holds claudeq's reliability proof: tests that run the real
 // binaries (cmd/api, cmd/worker, cmd/scheduler, cmd/claude-sim) as separate
 // processes against a real redis-server (appendonly yes, appendfsync
-// everysec, maxmemory-policy noeviction) and the MongoDB-wire store, kill,
+// always, maxmemory-policy noeviction) and the MongoDB-wire store, kill,
 // restart and starve each part under load, and end every scenario with an
 // accounting check: each job that got a 202 ends succeeded or failed with a
 // clear error; one job record, one ledger entry (succeeded jobs only), one
