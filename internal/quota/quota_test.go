@@ -554,6 +554,67 @@ func TestKeysExpire(t *testing.T) {
 	require.InDelta(t, (10 * time.Minute).Seconds(), ttl.Seconds(), 5)
 }
 
+// TestCountersAlwaysExpire: the scripts set a counter's expiry only when
+// they create it, so every path that can create one must set it — a
+// counter without expiry would live forever.
+func TestCountersAlwaysExpire(t *testing.T) {
+	t.Parallel()
+	b := setup(t, Options{Retention: 48 * time.Hour})
+	ctx := context.Background()
+	now := b.clock.Now()
+	day := b.q.Day(now)
+	dayExp := b.q.ResetsAt(now).Add(48 * time.Hour).Unix()
+	monthExp := b.q.MonthResetsAt(now).Add(48 * time.Hour).Unix()
+	counters := func(user, dept string) map[string]int64 {
+		return map[string]int64{
+			b.q.userKey(day, user): dayExp, b.q.deptKey(day, dept): dayExp,
+			b.q.totalKey(day): dayExp, b.q.monthKey(now.Format("2006-01")): monthExp,
+		}
+	}
+	expiries := func(t *testing.T, keys map[string]int64) {
+		t.Helper()
+		for k, want := range keys {
+			got, err := b.rdb.Do(ctx, "EXPIRETIME", k).Int64()
+			require.NoError(t, err)
+			require.Equal(t, want, got, k)
+		}
+	}
+	reserve := func(job, user, dept string) {
+		require.NoError(t, b.q.Reserve(ctx, Reservation{JobID: job, UserID: user, Department: dept, Amount: 5}))
+	}
+
+	reserve("j1", "u1", "eng")
+	reserve("j2", "u2", "ops") // new user and department on a day whose totals exist
+	expiries(t, counters("u2", "ops"))
+	members, err := b.rdb.SMembers(ctx, b.q.indexKey(day)).Result()
+	require.NoError(t, err)
+	require.ElementsMatch(t, []string{b.q.userKey(day, "u1"), b.q.deptKey(day, "eng"), b.q.userKey(day, "u2"), b.q.deptKey(day, "ops")}, members,
+		"a user first seen after the day began is in the day's index")
+
+	// The counters vanish under held reservations (evicted, or expired
+	// before a very late settle): settling and releasing recreate them with
+	// their expiry.
+	for k := range counters("u1", "eng") {
+		require.NoError(t, b.rdb.Del(ctx, k).Err())
+	}
+	require.NoError(t, b.q.Settle(ctx, "j1", 3))
+	expiries(t, counters("u1", "eng"))
+	for k := range counters("u2", "ops") {
+		require.NoError(t, b.rdb.Del(ctx, k).Err())
+	}
+	require.NoError(t, b.q.Release(ctx, "j2"))
+	expiries(t, counters("u2", "ops"))
+
+	// A settle after a release books spent on counters that may be gone.
+	reserve("j3", "u3", "eng")
+	require.NoError(t, b.q.Release(ctx, "j3"))
+	require.NoError(t, b.rdb.Del(ctx, b.q.userKey(day, "u3")).Err())
+	require.NoError(t, b.q.Settle(ctx, "j3", 2))
+	expiries(t, map[string]int64{b.q.userKey(day, "u3"): dayExp})
+	st := b.status(t, "u3", "eng")
+	require.Equal(t, Micros(2), st["user/daily"].Spent)
+}
+
 func TestRedisDownFailsClosed(t *testing.T) {
 	t.Parallel()
 	b := setup(t, Options{UserDaily: 1000})

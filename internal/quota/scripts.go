@@ -9,6 +9,24 @@ import "github.com/redis/go-redis/v9"
 // only compared in Lua: what goes back to Redis is the decimal string it
 // came in as (Lua would print a large number as 1e+14).
 
+// luaHGetAll defines hgetall(key): the hash at key as a Lua table, one
+// command for what would otherwise be a read per field.
+const luaHGetAll = `
+local function hgetall(key)
+  local flat = redis.call('HGETALL', key)
+  local t = {}
+  for i = 1, #flat, 2 do t[flat[i]] = flat[i + 1] end
+  return t
+end
+`
+
+// Commands are what a script costs Redis, and every write is copied to the
+// append-only file: the scripts read each hash once, and set a counter's
+// expiry only when they create it (a counter that exists always has one).
+// A counter found missing where it must exist (its reserved amount would
+// go negative: it expired or was evicted under a very late settle) gets
+// its expiry again.
+
 // reserveScript checks every scope and, only if all pass, reserves.
 //
 // KEYS[1] reservation record, KEYS[2] pending zset, KEYS[3] limits hash,
@@ -25,10 +43,15 @@ local st = redis.call('HGET', KEYS[1], 'state')
 if st then return {0, st} end
 local amount = tonumber(ARGV[1])
 local n = tonumber(ARGV[8])
+local fields = {}
+for i = 1, n do fields[i] = ARGV[8 + (i - 1) * 4 + 1] end
+local lims = redis.call('HMGET', KEYS[3], unpack(fields))
+local fresh = {}
 for i = 1, n do
   local b = 8 + (i - 1) * 4
-  local lim = tonumber(redis.call('HGET', KEYS[3], ARGV[b + 1]) or ARGV[b + 2])
+  local lim = tonumber(lims[i] or ARGV[b + 2])
   local v = redis.call('HMGET', KEYS[4 + i], 's', 'r')
+  fresh[i] = not v[1] and not v[2]
   local s = tonumber(v[1] or '0')
   local r = tonumber(v[2] or '0')
   if lim > 0 and s + r + amount > lim then
@@ -37,18 +60,24 @@ for i = 1, n do
 end
 local rec = {'state', 'held', 'amount', ARGV[1], 'at', ARGV[2], 'day', ARGV[4],
   'user', ARGV[5], 'dept', ARGV[6], 'n', ARGV[8]}
+local indexed = false
 for i = 1, n do
   local b = 8 + (i - 1) * 4
   local k = KEYS[4 + i]
   redis.call('HINCRBY', k, 'r', ARGV[1])
-  redis.call('EXPIREAT', k, ARGV[b + 3])
-  if ARGV[b + 4] == '1' then redis.call('SADD', KEYS[4], k) end
+  if fresh[i] then
+    redis.call('EXPIREAT', k, ARGV[b + 3])
+    if ARGV[b + 4] == '1' then
+      redis.call('SADD', KEYS[4], k)
+      indexed = true
+    end
+  end
   rec[#rec + 1] = 'k' .. i
   rec[#rec + 1] = k
   rec[#rec + 1] = 'e' .. i
   rec[#rec + 1] = ARGV[b + 3]
 end
-redis.call('EXPIREAT', KEYS[4], ARGV[7])
+if indexed then redis.call('EXPIREAT', KEYS[4], ARGV[7]) end
 redis.call('HSET', KEYS[1], unpack(rec))
 redis.call('EXPIREAT', KEYS[1], ARGV[7])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
@@ -62,20 +91,25 @@ return {0, 'held'}
 //
 // Returns the state found: "missing", "settled" (both no-ops), "held" or
 // "released".
-var settleScript = redis.NewScript(`
+var settleScript = redis.NewScript(luaHGetAll + `
 redis.call('ZREM', KEYS[2], ARGV[2])
-local st = redis.call('HGET', KEYS[1], 'state')
+local rec = hgetall(KEYS[1])
+local st = rec.state
 if not st then return 'missing' end
 if st == 'settled' then return st end
-local neg = '-' .. redis.call('HGET', KEYS[1], 'amount')
-local n = tonumber(redis.call('HGET', KEYS[1], 'n'))
+local held = st == 'held' and rec.amount ~= '0'
+local n = tonumber(rec.n)
+local del = {}
 for i = 1, n do
-  local f = redis.call('HMGET', KEYS[1], 'k' .. i, 'e' .. i)
-  if st == 'held' and neg ~= '-0' then redis.call('HINCRBY', f[1], 'r', neg) end
-  redis.call('HINCRBY', f[1], 's', ARGV[1])
-  redis.call('EXPIREAT', f[1], f[2])
-  redis.call('HDEL', KEYS[1], 'k' .. i, 'e' .. i)
+  local k = rec['k' .. i]
+  local lost = not held
+  if held and redis.call('HINCRBY', k, 'r', '-' .. rec.amount) < 0 then lost = true end
+  redis.call('HINCRBY', k, 's', ARGV[1])
+  if lost then redis.call('EXPIREAT', k, rec['e' .. i]) end
+  del[#del + 1] = 'k' .. i
+  del[#del + 1] = 'e' .. i
 end
+if n > 0 then redis.call('HDEL', KEYS[1], unpack(del)) end
 redis.call('HSET', KEYS[1], 'state', 'settled', 'actual', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return st
@@ -88,16 +122,16 @@ return st
 //
 // Returns the state found: "missing", "settled", "released" (no-ops) or
 // "held".
-var releaseScript = redis.NewScript(`
+var releaseScript = redis.NewScript(luaHGetAll + `
 redis.call('ZREM', KEYS[2], ARGV[1])
-local st = redis.call('HGET', KEYS[1], 'state')
+local rec = hgetall(KEYS[1])
+local st = rec.state
 if st ~= 'held' then return st or 'missing' end
-local neg = '-' .. redis.call('HGET', KEYS[1], 'amount')
-local n = tonumber(redis.call('HGET', KEYS[1], 'n'))
-for i = 1, n do
-  local f = redis.call('HMGET', KEYS[1], 'k' .. i, 'e' .. i)
-  if neg ~= '-0' then redis.call('HINCRBY', f[1], 'r', neg) end
-  redis.call('EXPIREAT', f[1], f[2])
+for i = 1, tonumber(rec.n) do
+  local k = rec['k' .. i]
+  if rec.amount == '0' or redis.call('HINCRBY', k, 'r', '-' .. rec.amount) < 0 then
+    redis.call('EXPIREAT', k, rec['e' .. i])
+  end
 end
 redis.call('HSET', KEYS[1], 'state', 'released')
 redis.call('EXPIRE', KEYS[1], ARGV[2])
