@@ -280,3 +280,46 @@ func TestReconcilerSettlesAnInteractiveReservationFromTheLedger(t *testing.T) {
 		return false
 	}, 30*time.Second, 200*time.Millisecond, "the billed reservation settles to the ledger's 1234, the other is released")
 }
+
+// A job whose task Redis lost (writes acknowledged, then a kill without a
+// durable append-only file) while its state still says queued is failed
+// by the reconciler and its reservation released, instead of holding the
+// user's budget forever; a queued job whose task is there is left alone.
+func TestReconcilerFailsAJobWhoseTaskWasLost(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	api, _ := e.run(app.Roles{API: true})
+	base := "http://" + api.Addr()
+	key, _ := e.key("alice", "research")
+	lost := submit(t, base, key, map[string]any{"prompt": "Lost in a crash", "max_tokens": 100})
+	kept := submit(t, base, key, map[string]any{"prompt": "Waiting in a long backlog", "max_tokens": 100})
+	insp := asynqInspector(t, e)
+	require.NoError(t, insp.DeleteTask("default", lost), "what Redis losing the enqueue looks like")
+	require.NoError(t, insp.PauseQueue("default"), "the kept job stays queued")
+
+	q, err := quota.New(e.redis.Client(t), quota.Options{})
+	require.NoError(t, err)
+	keptHold, err := q.Hold(context.Background(), kept)
+	require.NoError(t, err)
+	e.run(app.Roles{Worker: true, Scheduler: true}, "CLAUDEQ_RECONCILE_INTERVAL", "1s", "CLAUDEQ_QUOTA_RECONCILE_AFTER", "1s")
+
+	j := wait(t, base, key, lost, 30*time.Second)
+	require.Equal(t, "failed", j["status"])
+	jerr := j["error"].(map[string]any)
+	require.Equal(t, "queue_lost", jerr["type"])
+	require.Contains(t, jerr["message"], "not billed")
+	rec, err := e.store.Job(context.Background(), lost)
+	require.NoError(t, err)
+	require.Equal(t, "research", rec.Department, "the stored record keeps the department, taken from the reservation")
+	require.Eventually(t, func() bool {
+		st, err := q.Status(context.Background(), "alice", "research")
+		require.NoError(t, err)
+		return st[0].Reserved == keptHold.Amount && st[0].Spent == 0
+	}, 10*time.Second, 100*time.Millisecond, "only the kept job's reservation is held")
+	r := do(t, "GET", base+"/api/claude/jobs/"+kept, key, nil)
+	require.Equal(t, "queued", r.json(t)["status"], "a queued job whose task exists is not failed")
+
+	require.NoError(t, insp.UnpauseQueue("default"))
+	require.Equal(t, "succeeded", wait(t, base, key, kept, 30*time.Second)["status"])
+	e.requireBilledOnce(t, []string{kept}, lost)
+}

@@ -286,6 +286,45 @@ func (q *Queue) Finish(ctx context.Context, id string, status claudeq.Status, at
 	return nil
 }
 
+// Returns 1 when the job was failed, 0 when its state moved on.
+var failLostScript = redis.NewScript(`
+local v = redis.call('HMGET', KEYS[1], 'st', 'at')
+if v[1] ~= ARGV[1] or (v[2] or '0') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'st', 'failed', 'fa', ARGV[3], 'le', '')
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+`)
+
+// FailLost marks failed a job whose task is gone from the queue, only if
+// its state is still seen's (same status, same attempts): a worker that
+// starts the job in between wins, and one that starts it after finds it
+// failed and does not run it. It reports whether the job was failed.
+func (q *Queue) FailLost(ctx context.Context, seen *State, at time.Time, ttl time.Duration) (bool, error) {
+	n, err := failLostScript.Run(ctx, q.rdb, []string{key(seen.ID)},
+		string(seen.Status), strconv.Itoa(seen.Attempts), ms(at), ttl.Milliseconds()).Int()
+	if err != nil {
+		return false, unavailable("queue.FailLost", err)
+	}
+	return n == 1, nil
+}
+
+// HasTask reports whether any job queue (critical, default, batch) holds
+// job id's task, in any state (pending, scheduled, active, retry,
+// archived, completed).
+func (q *Queue) HasTask(ctx context.Context, id string) (bool, error) {
+	for _, qname := range []string{Critical, Default, Batch} {
+		_, err := q.inspector.GetTaskInfo(qname, id)
+		switch {
+		case err == nil:
+			return true, nil
+		case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
+		default:
+			return false, unavailable("queue.HasTask", err)
+		}
+	}
+	return false, nil
+}
+
 // Stash keeps an upstream answer for a job whose durable write failed, so
 // that the retry does not call (and pay) the upstream again.
 func (q *Queue) Stash(ctx context.Context, id string, data []byte, ttl time.Duration) error {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/queue"
+	"github.com/claudeq/claudeq/internal/quota"
 	"github.com/claudeq/claudeq/internal/store"
 )
 
@@ -54,6 +55,7 @@ type LedgerReader interface {
 type StaleQuota interface {
 	Quota
 	Stale(ctx context.Context, olderThan time.Duration) ([]string, error)
+	Hold(ctx context.Context, jobID string) (quota.Hold, error)
 }
 
 // ErrWorkerLost is the error of a job whose attempts all died with their
@@ -107,7 +109,7 @@ func (h *ReconcileHandler) reconcileQuota(ctx context.Context) error {
 	if err != nil {
 		return Infra(err)
 	}
-	settled, released := 0, 0
+	settled, released, lost := 0, 0, 0
 	for _, id := range ids {
 		if claudeq.IsBatchID(id) {
 			if h.Batches != nil {
@@ -127,7 +129,14 @@ func (h *ReconcileHandler) reconcileQuota(ctx context.Context) error {
 			released++
 		case claudeq.ErrorKind(err) == claudeq.KindNotFound:
 			if st, serr := h.Queue.State(ctx, id); serr == nil && !st.Status.Terminal() {
-				continue // still queued or running (a long backlog)
+				failed, ferr := h.failLost(ctx, st)
+				if ferr != nil {
+					return Infra(ferr)
+				}
+				if failed {
+					lost++
+				}
+				continue // still queued or running (a long backlog), or failed and released now
 			} else if serr != nil && claudeq.ErrorKind(serr) != claudeq.KindNotFound {
 				return Infra(serr)
 			}
@@ -149,10 +158,52 @@ func (h *ReconcileHandler) reconcileQuota(ctx context.Context) error {
 			return Infra(err)
 		}
 	}
-	if settled+released > 0 {
-		h.Logger.Warn("reconciled stale reservations", "settled", settled, "released", released)
+	if settled+released+lost > 0 {
+		h.Logger.Warn("reconciled stale reservations", "settled", settled, "released", released, "jobs_lost_from_queue", lost)
 	}
 	return nil
+}
+
+// ErrQueueLost is the error of a job whose task vanished from the queue
+// while its state still said queued or running: Redis lost writes it had
+// acknowledged (killed or restarted without a durable append-only file).
+const ErrQueueLost = "queue_lost"
+
+// failLost fails the job of a stale reservation when the queue no longer
+// holds its task, so that neither the job nor its reservation waits
+// forever; nothing was billed for it (a finished job is found in the store
+// before this is asked). The Redis state is failed first, and only if it
+// did not move (FailLost): a worker that starts the job after that does not
+// run it. Then the store gets the failed record and the reservation is
+// released; a crash in between is finished by the next pass (the state is
+// then terminal, and the release happens in the caller's terminal branch).
+func (h *ReconcileHandler) failLost(ctx context.Context, st *queue.State) (bool, error) {
+	has, err := h.Queue.HasTask(ctx, st.ID)
+	if err != nil || has {
+		return false, err
+	}
+	now := h.Now().UTC()
+	ok, err := h.Queue.FailLost(ctx, st, now, 24*time.Hour)
+	if err != nil || !ok {
+		return false, err
+	}
+	j := &claudeq.Job{
+		ID: st.ID, Kind: st.Kind, Status: claudeq.StatusFailed, UserID: st.UserID, Model: st.Model,
+		RequestHash: st.RequestHash, Attempts: st.Attempts, CreatedAt: st.CreatedAt, FinishedAt: &now,
+		Error: &claudeq.JobError{Type: ErrQueueLost, Message: "the job's task was lost from the queue " +
+			"(Redis lost writes it had acknowledged, e.g. killed without appendfsync always); it did not run and is not billed; submit it again"},
+	}
+	if hold, herr := h.Quota.Hold(ctx, st.ID); herr == nil {
+		j.Department = hold.Department
+	}
+	if err := h.Store.SaveJob(ctx, j); err != nil {
+		return false, err
+	}
+	if err := h.Quota.Release(ctx, st.ID); err != nil {
+		return false, err
+	}
+	h.Logger.Warn("job failed: its task was lost from the queue", "job_id", st.ID, "status_seen", st.Status)
+	return true, nil
 }
 
 func (h *ReconcileHandler) reconcile(ctx context.Context, ti *asynq.TaskInfo) (bool, error) {
