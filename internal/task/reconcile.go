@@ -165,7 +165,7 @@ func (h *ReconcileHandler) reconcileQuota(ctx context.Context) error {
 }
 
 // ErrQueueLost is the error of a job whose task vanished from the queue
-// while its state still said queued or running: Redis lost writes it had
+// while its state still said queued: Redis lost writes it had
 // acknowledged (killed or restarted without a durable append-only file).
 const ErrQueueLost = "queue_lost"
 
@@ -177,7 +177,16 @@ const ErrQueueLost = "queue_lost"
 // run it. Then the store gets the failed record and the reservation is
 // released; a crash in between is finished by the next pass (the state is
 // then terminal, and the release happens in the caller's terminal branch).
+//
+// Only a queued job qualifies. Redis persists writes in order, so losing
+// the tail of them can lose an enqueue after the job's state was created,
+// but not a task a worker had already taken: a running job's task is in
+// asynq's active list, and asynq gives it back when its worker is gone. A
+// running job without a task would mean its worker still has it.
 func (h *ReconcileHandler) failLost(ctx context.Context, st *queue.State) (bool, error) {
+	if st.Status != claudeq.StatusQueued {
+		return false, nil
+	}
 	has, err := h.Queue.HasTask(ctx, st.ID)
 	if err != nil || has {
 		return false, err
