@@ -34,28 +34,28 @@ func (q *Quota) partsKey(resID string) string { return q.resKey(resID) + ":parts
 // even after the whole reservation was released: the call happened, and the
 // counters must agree with the ledger. Returns "missing" (no record: no-op),
 // "done" (part closed before: no-op) or the record's state.
-var partScript = redis.NewScript(`
-local st = redis.call('HGET', KEYS[1], 'state')
+var partScript = redis.NewScript(luaHGetAll + `
+local rec = hgetall(KEYS[1])
+local st = rec.state
 if not st then return 'missing' end
 if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 'done' end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 local take = 0
 if st == 'held' then
-  local left = tonumber(redis.call('HGET', KEYS[1], 'amount') or '0')
-  take = math.min(tonumber(ARGV[2]), left)
+  take = math.min(tonumber(ARGV[2]), tonumber(rec.amount or '0'))
   if take < 0 then take = 0 end
 end
 local takes = string.format('%d', take)
 if take > 0 then redis.call('HINCRBY', KEYS[1], 'amount', '-' .. takes) end
 if ARGV[3] ~= '0' then redis.call('HINCRBY', KEYS[1], 'actual', ARGV[3]) end
-local n = tonumber(redis.call('HGET', KEYS[1], 'n') or '0')
-for i = 1, n do
-  local f = redis.call('HMGET', KEYS[1], 'k' .. i, 'e' .. i)
-  if f[1] then
-    if take > 0 then redis.call('HINCRBY', f[1], 'r', '-' .. takes) end
-    if ARGV[3] ~= '0' then redis.call('HINCRBY', f[1], 's', ARGV[3]) end
-    redis.call('EXPIREAT', f[1], f[2])
+for i = 1, tonumber(rec.n or '0') do
+  local k = rec['k' .. i]
+  if k then
+    local lost = take == 0
+    if take > 0 and redis.call('HINCRBY', k, 'r', '-' .. takes) < 0 then lost = true end
+    if ARGV[3] ~= '0' then redis.call('HINCRBY', k, 's', ARGV[3]) end
+    if lost then redis.call('EXPIREAT', k, rec['e' .. i]) end
   end
 end
 return st

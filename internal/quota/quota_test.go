@@ -613,6 +613,17 @@ func TestCountersAlwaysExpire(t *testing.T) {
 	expiries(t, map[string]int64{b.q.userKey(day, "u3"): dayExp})
 	st := b.status(t, "u3", "eng")
 	require.Equal(t, Micros(2), st["user/daily"].Spent)
+
+	// A part of a shared reservation (a batch request) too, and after the
+	// whole reservation was released.
+	reserve("batch", "u4", "eng")
+	require.NoError(t, b.rdb.Del(ctx, b.q.userKey(day, "u4")).Err())
+	require.NoError(t, b.q.SettlePart(ctx, "batch", "item1", 2, 1))
+	expiries(t, map[string]int64{b.q.userKey(day, "u4"): dayExp})
+	require.NoError(t, b.q.Release(ctx, "batch"))
+	require.NoError(t, b.rdb.Del(ctx, b.q.userKey(day, "u4")).Err())
+	require.NoError(t, b.q.SettlePart(ctx, "batch", "item2", 2, 1))
+	expiries(t, map[string]int64{b.q.userKey(day, "u4"): dayExp})
 }
 
 func TestRedisDownFailsClosed(t *testing.T) {
