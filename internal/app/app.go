@@ -198,7 +198,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 		})
 		mux.Handle(task.TypeRetention, &task.RetentionHandler{Store: a.Store, Retention: cfg.Retention, Now: o.Now, Logger: o.Logger})
 		mux.Handle(task.TypeReconcile, &task.ReconcileHandler{Queue: a.Queue, Store: a.Store, Now: o.Now, Logger: o.Logger,
-			Quota: a.Money.Quota, StaleAfter: cfg.QuotaReconcileAfter, Ledger: a.Store, Batches: batches})
+			Quota: a.Money.Quota, StaleAfter: cfg.QuotaReconcileAfter, Ledger: a.Store, Batches: batches, Notifier: notifier})
 		mux.Handle(task.TypeBatchSweep, batches)
 		mux.Handle(task.TypeProbe, &task.ProbeHandler{Fleet: a.Fleet, Logger: o.Logger})
 		mux.Handle(TypeAuditAnchor, a.auditAnchor(o))

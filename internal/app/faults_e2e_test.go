@@ -220,10 +220,14 @@ var _ = http.StatusOK
 func TestJobWhoseWorkersAllDiedEndsFailedNotStuck(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	a, _ := e.run(app.Roles{API: true})
+	a, _ := e.run(app.Roles{API: true}, "CLAUDEQ_WEBHOOK_ALLOW", "http://127.0.0.1")
 	base := "http://" + a.Addr()
 	key, _ := e.key("alice", "research")
-	id := submit(t, base, key, map[string]any{"prompt": "doomed"})
+	rcv := newReceiver(t)
+	sec := do(t, "GET", base+"/api/claude/webhooks/secret", key, nil)
+	require.Equal(t, http.StatusOK, sec.Status, "%s", sec.Body)
+	rcv.setSecrets(sec.json(t)["secrets"].([]any)[0].(string))
+	id := submit(t, base, key, map[string]any{"prompt": "doomed", "webhook_url": rcv.url})
 
 	// What asynq does after the last attempt's worker was killed: the task
 	// is archived while the job's state still says running.
@@ -231,9 +235,21 @@ func TestJobWhoseWorkersAllDiedEndsFailedNotStuck(t *testing.T) {
 	require.NoError(t, rdb.HSet(t.Context(), "cq:job:"+id, "st", "running").Err())
 	require.NoError(t, asynq.NewInspectorFromRedisClient(rdb).ArchiveTask(queue.Default, id))
 
-	e.run(app.Roles{Worker: true, Scheduler: true}, "CLAUDEQ_RECONCILE_INTERVAL", "1s")
+	e.run(app.Roles{Worker: true, Scheduler: true}, "CLAUDEQ_RECONCILE_INTERVAL", "1s", "CLAUDEQ_WEBHOOK_ALLOW", "http://127.0.0.1")
 	j := wait(t, base, key, id, 15*time.Second)
 	require.Equal(t, "failed", j["status"])
 	require.Equal(t, task.ErrWorkerLost, j["error"].(map[string]any)["type"])
 	require.EqualValues(t, 0, e.sim.Stats().Requests)
+	// The job's webhook says so too.
+	require.Eventually(t, func() bool { u, _, _, _ := rcv.events(); return u == 1 }, 15*time.Second, 50*time.Millisecond)
+	_, _, bad, evs := rcv.events()
+	require.Zero(t, bad)
+	require.Len(t, evs, 1)
+	var ev map[string]any
+	for _, ev = range evs {
+	}
+	require.Equal(t, "job.failed", ev["type"])
+	data := ev["data"].(map[string]any)
+	require.Equal(t, id, data["job_id"])
+	require.Equal(t, task.ErrWorkerLost, data["error"].(map[string]any)["type"])
 }

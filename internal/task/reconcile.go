@@ -40,6 +40,10 @@ type ReconcileHandler struct {
 	// ledger entry was written but before it settled is settled to the
 	// entry's cost instead of released.
 	Ledger LedgerReader
+	// Notifier, when set, sends the job.failed webhook of a job failed
+	// here whose webhook URL is known (worker_lost; a queue_lost job's URL
+	// was lost with its task).
+	Notifier *Notifier
 	// Batches, when set, ends lost batch requests in their batch and
 	// decides over batch reservations, which are never released while
 	// their batch runs.
@@ -241,7 +245,8 @@ func (h *ReconcileHandler) reconcile(ctx context.Context, ti *asynq.TaskInfo) (b
 		ID: p.ID, Kind: p.Kind, Status: claudeq.StatusFailed, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID,
 		Model: req.Model, SessionID: p.SessionID, Metadata: p.Metadata, RequestHash: p.RequestHash,
 		Attempts: ti.Retried + 1, CreatedAt: p.CreatedAt.UTC(), FinishedAt: &now, BatchID: p.BatchID, CustomID: p.CustomID,
-		Error: &claudeq.JobError{Type: ErrWorkerLost, Message: "every attempt ended with its worker stopping (crash or kill) before the job finished; last error: " + ti.LastErr},
+		WebhookURL: p.WebhookURL,
+		Error:      &claudeq.JobError{Type: ErrWorkerLost, Message: "every attempt ended with its worker stopping (crash or kill) before the job finished; last error: " + ti.LastErr},
 	}
 	if err := h.Store.SaveJob(ctx, j); err != nil {
 		return false, err
@@ -256,6 +261,9 @@ func (h *ReconcileHandler) reconcile(ctx context.Context, ti *asynq.TaskInfo) (b
 		if err := h.Quota.Release(ctx, p.ID); err != nil {
 			return false, err
 		}
+	}
+	if err := h.Notifier.Notify(ctx, j, 0); err != nil {
+		return false, err
 	}
 	h.Logger.Warn("job failed: worker lost", "job_id", p.ID, "attempts", j.Attempts)
 	return true, h.Queue.Finish(ctx, p.ID, claudeq.StatusFailed, now, "", 24*time.Hour)
