@@ -293,14 +293,24 @@ func TestReconcilerFailsAJobWhoseTaskWasLost(t *testing.T) {
 	key, _ := e.key("alice", "research")
 	lost := submit(t, base, key, map[string]any{"prompt": "Lost in a crash", "max_tokens": 100})
 	kept := submit(t, base, key, map[string]any{"prompt": "Waiting in a long backlog", "max_tokens": 100})
+	// One more whose attempt was answered and billed (its ledger entry
+	// written) before the task was lost, as for a job waiting for a retry
+	// after its job write failed.
+	billed := submit(t, base, key, map[string]any{"prompt": "Billed, then lost", "max_tokens": 100})
 	insp := asynqInspector(t, e)
 	require.NoError(t, insp.DeleteTask("default", lost), "what Redis losing the enqueue looks like")
+	require.NoError(t, insp.DeleteTask("default", billed))
 	require.NoError(t, insp.PauseQueue("default"), "the kept job stays queued")
 
 	q, err := quota.New(e.redis.Client(t), quota.Options{})
 	require.NoError(t, err)
 	keptHold, err := q.Hold(context.Background(), kept)
 	require.NoError(t, err)
+	c := e.store.NewCommitter(store.CommitterOptions{})
+	defer c.Close()
+	require.NoError(t, c.Commit(context.Background(), store.Record{Ledger: &store.LedgerEntry{ID: billed, JobID: billed, UserID: "alice",
+		Department: "research", Model: "claude-haiku-4-5", Usage: claudeq.Usage{InputTokens: 10, OutputTokens: 20},
+		CostMicros: 1234, Day: q.Day(time.Now()), At: time.Now().UTC()}}))
 	e.run(app.Roles{Worker: true, Scheduler: true}, "CLAUDEQ_RECONCILE_INTERVAL", "1s", "CLAUDEQ_QUOTA_RECONCILE_AFTER", "1s")
 
 	j := wait(t, base, key, lost, 30*time.Second)
@@ -314,12 +324,17 @@ func TestReconcilerFailsAJobWhoseTaskWasLost(t *testing.T) {
 	require.Eventually(t, func() bool {
 		st, err := q.Status(context.Background(), "alice", "research")
 		require.NoError(t, err)
-		return st[0].Reserved == keptHold.Amount && st[0].Spent == 0
-	}, 10*time.Second, 100*time.Millisecond, "only the kept job's reservation is held")
+		return st[0].Reserved == keptHold.Amount && st[0].Spent == 1234
+	}, 10*time.Second, 100*time.Millisecond, "only the kept job's reservation is held; the billed one settled to its ledger cost")
+	jb := wait(t, base, key, billed, 10*time.Second)
+	require.Equal(t, "failed", jb["status"])
+	require.Equal(t, "queue_lost", jb["error"].(map[string]any)["type"])
+	require.Contains(t, jb["error"].(map[string]any)["message"], "answered and billed")
+	require.InDelta(t, 0.001234, jb["cost_usd"], 1e-9)
 	r := do(t, "GET", base+"/api/claude/jobs/"+kept, key, nil)
 	require.Equal(t, "queued", r.json(t)["status"], "a queued job whose task exists is not failed")
 
 	require.NoError(t, insp.UnpauseQueue("default"))
 	require.Equal(t, "succeeded", wait(t, base, key, kept, 30*time.Second)["status"])
-	e.requireBilledOnce(t, []string{kept}, lost)
+	e.requireBilledOnce(t, []string{kept, billed}, lost)
 }

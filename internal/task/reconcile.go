@@ -125,7 +125,7 @@ func (h *ReconcileHandler) reconcileQuota(ctx context.Context) error {
 		}
 		j, err := h.Store.Job(ctx, id)
 		switch {
-		case err == nil && j.Status == claudeq.StatusSucceeded:
+		case err == nil && (j.Status == claudeq.StatusSucceeded || j.CostMicros > 0): // billed (a failed job with a cost: queue_lost after a billed attempt)
 			err = h.Quota.Settle(ctx, id, quotaMicros(j.CostMicros))
 			settled++
 		case err == nil:
@@ -200,11 +200,32 @@ func (h *ReconcileHandler) failLost(ctx context.Context, st *queue.State) (bool,
 	if err != nil || !ok {
 		return false, err
 	}
+	// A queued job may be waiting for a retry after an attempt that was
+	// answered and billed but not recorded (its job write failed): the
+	// ledger then has its entry, and the reservation settles to that cost
+	// so that the budgets agree with the ledger.
+	var billed *store.LedgerEntry
+	if h.Ledger != nil {
+		e, lerr := h.Ledger.LedgerEntry(ctx, st.ID)
+		if lerr == nil {
+			billed = e
+		} else if claudeq.ErrorKind(lerr) != claudeq.KindNotFound {
+			return false, lerr
+		}
+	}
+	msg := "the job's task was lost from the queue (Redis lost writes it had acknowledged, e.g. killed without appendfsync always); "
+	if billed != nil {
+		msg += "an attempt was answered and billed, but its answer was lost too; submit it again"
+	} else {
+		msg += "it did not run and is not billed; submit it again"
+	}
 	j := &claudeq.Job{
 		ID: st.ID, Kind: st.Kind, Status: claudeq.StatusFailed, UserID: st.UserID, Model: st.Model,
 		RequestHash: st.RequestHash, Attempts: st.Attempts, CreatedAt: st.CreatedAt, FinishedAt: &now,
-		Error: &claudeq.JobError{Type: ErrQueueLost, Message: "the job's task was lost from the queue " +
-			"(Redis lost writes it had acknowledged, e.g. killed without appendfsync always); it did not run and is not billed; submit it again"},
+		Error: &claudeq.JobError{Type: ErrQueueLost, Message: msg},
+	}
+	if billed != nil {
+		j.CostMicros, j.Usage = billed.CostMicros, &billed.Usage
 	}
 	if hold, herr := h.Quota.Hold(ctx, st.ID); herr == nil {
 		j.Department = hold.Department
@@ -212,10 +233,15 @@ func (h *ReconcileHandler) failLost(ctx context.Context, st *queue.State) (bool,
 	if err := h.Store.SaveJob(ctx, j); err != nil {
 		return false, err
 	}
-	if err := h.Quota.Release(ctx, st.ID); err != nil {
+	if billed != nil {
+		err = h.Quota.Settle(ctx, st.ID, quotaMicros(billed.CostMicros))
+	} else {
+		err = h.Quota.Release(ctx, st.ID)
+	}
+	if err != nil {
 		return false, err
 	}
-	h.Logger.Warn("job failed: its task was lost from the queue", "job_id", st.ID, "status_seen", st.Status)
+	h.Logger.Warn("job failed: its task was lost from the queue", "job_id", st.ID, "billed", billed != nil)
 	return true, nil
 }
 
