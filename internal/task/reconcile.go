@@ -137,10 +137,10 @@ func (h *ReconcileHandler) reconcileQuota(ctx context.Context) error {
 				if ferr != nil {
 					return Infra(ferr)
 				}
-				if failed {
-					lost++
+				if !failed {
+					continue // still queued or running (a long backlog)
 				}
-				continue // still queued or running (a long backlog), or failed and released now
+				lost++ // its job is failed now; its reservation is closed below
 			} else if serr != nil && claudeq.ErrorKind(serr) != claudeq.KindNotFound {
 				return Infra(serr)
 			}
@@ -175,12 +175,12 @@ const ErrQueueLost = "queue_lost"
 
 // failLost fails the job of a stale reservation when the queue no longer
 // holds its task, so that neither the job nor its reservation waits
-// forever; nothing was billed for it (a finished job is found in the store
-// before this is asked). The Redis state is failed first, and only if it
-// did not move (FailLost): a worker that starts the job after that does not
-// run it. Then the store gets the failed record and the reservation is
-// released; a crash in between is finished by the next pass (the state is
-// then terminal, and the release happens in the caller's terminal branch).
+// forever. The Redis state is failed first, and only if it did not move
+// (FailLost): a worker that starts the job after that does not run it.
+// Then the store gets the failed record. The caller then closes the
+// reservation as for any job that is gone: settled to the ledger's entry
+// if an attempt was billed, else released (also on the next pass, after a
+// crash in between).
 //
 // Only a queued job qualifies. Redis persists writes in order, so losing
 // the tail of them can lose an enqueue after the job's state was created,
@@ -202,8 +202,7 @@ func (h *ReconcileHandler) failLost(ctx context.Context, st *queue.State) (bool,
 	}
 	// A queued job may be waiting for a retry after an attempt that was
 	// answered and billed but not recorded (its job write failed): the
-	// ledger then has its entry, and the reservation settles to that cost
-	// so that the budgets agree with the ledger.
+	// ledger then has its entry, which the record shows.
 	var billed *store.LedgerEntry
 	if h.Ledger != nil {
 		e, lerr := h.Ledger.LedgerEntry(ctx, st.ID)
@@ -231,14 +230,6 @@ func (h *ReconcileHandler) failLost(ctx context.Context, st *queue.State) (bool,
 		j.Department = hold.Department
 	}
 	if err := h.Store.SaveJob(ctx, j); err != nil {
-		return false, err
-	}
-	if billed != nil {
-		err = h.Quota.Settle(ctx, st.ID, quotaMicros(billed.CostMicros))
-	} else {
-		err = h.Quota.Release(ctx, st.ID)
-	}
-	if err != nil {
 		return false, err
 	}
 	h.Logger.Warn("job failed: its task was lost from the queue", "job_id", st.ID, "billed", billed != nil)
