@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,10 @@ import (
 type AuditLatency struct {
 	Rate    float64
 	On, Off []RateStats
+	// Loaded is the control: the api without its audit log while a
+	// "storeload" process appends Rate records a second to its store
+	// through the same writer (see AuditOneCore.Loaded).
+	Loaded []RateStats
 }
 
 // RateStats is one open-loop window with the response times of its calls.
@@ -46,24 +51,31 @@ const AuditLatencyTarget = 1.10
 // quarter of what one api submits at saturation here (figure 1).
 const DefaultAuditRate = 500
 
-// runAuditLatency measures o.Reps pairs of fixed-rate windows.
+// runAuditLatency measures o.Reps rounds of fixed-rate windows, one per arm.
 func runAuditLatency(ctx context.Context, e *Env, o *Options) (*AuditLatency, error) {
 	rate := o.AuditRate
 	if rate <= 0 {
 		rate = DefaultAuditRate
 	}
 	r := &AuditLatency{Rate: rate}
-	err := auditSides(o.Reps, func(rep int, name string, over []string) error {
-		st, err := e.submitAtRate(ctx, o, rate, over)
+	err := auditArms(o.Reps, func(rep int, name string) error {
+		var over []string
+		if name != armOn {
+			over = []string{"CLAUDEQ_AUDIT_LOG", "off"}
+		}
+		st, err := e.submitAtRate(ctx, o, rate, over, name == armControl)
 		if err != nil {
 			return err
 		}
-		if over == nil {
+		switch name {
+		case armOn:
 			r.On = append(r.On, st)
-		} else {
+		case armOff:
 			r.Off = append(r.Off, st)
+		default:
+			r.Loaded = append(r.Loaded, st)
 		}
-		o.logf("submit at %.0f/s rep %d/%d audit %-3s  p50 %v p90 %v p99 %v  sent %d errors %d", rate, rep+1, o.Reps, name,
+		o.logf("submit at %.0f/s rep %d/%d audit %-7s  p50 %v p90 %v p99 %v  sent %d errors %d", rate, rep+1, o.Reps, name,
 			st.P50, st.P90, st.P99, st.Sent, st.Errors)
 		return nil
 	})
@@ -73,17 +85,21 @@ func runAuditLatency(ctx context.Context, e *Env, o *Options) (*AuditLatency, er
 	return r, e.Flush(ctx)
 }
 
-// auditSides calls run for reps pairs of runs, the audit log on (over
-// nil) and off (over sets CLAUDEQ_AUDIT_LOG=off), alternating which goes
-// first.
-func auditSides(reps int, run func(rep int, name string, over []string) error) error {
+// The arms of figure 8's comparisons: the audit log on, off, and off
+// while a storeload process gives the store the same work (the control).
+const (
+	armOn      = "on"
+	armOff     = "off"
+	armControl = "control"
+)
+
+// auditArms calls run for reps rounds of the three arms, rotating which
+// goes first.
+func auditArms(reps int, run func(rep int, arm string) error) error {
+	arms := []string{armOn, armOff, armControl}
 	for rep := range reps {
-		for k := range 2 {
-			name, over := "on", []string(nil)
-			if (rep+k)%2 != 0 {
-				name, over = "off", []string{"CLAUDEQ_AUDIT_LOG", "off"}
-			}
-			if err := run(rep, name, over); err != nil {
+		for k := range arms {
+			if err := run(rep, arms[(rep+k)%len(arms)]); err != nil {
 				return err
 			}
 		}
@@ -92,25 +108,49 @@ func auditSides(reps int, run func(rep int, name string, over []string) error) e
 }
 
 // submitAtRate starts a fresh api (with the settings over) over a fresh
-// database and submits to it at rate for o.Duration after o.Warmup.
-func (e *Env) submitAtRate(ctx context.Context, o *Options, rate float64, over []string) (RateStats, error) {
-	a, base, _, err := e.StartAPI(ctx, "audit", over...)
+// database and submits to it at rate for o.Duration after o.Warmup; with
+// load, a storeload process appends rate audit records a second to that
+// database meanwhile.
+func (e *Env) submitAtRate(ctx context.Context, o *Options, rate float64, over []string, load bool) (RateStats, error) {
+	a, base, db, err := e.StartAPI(ctx, "audit", over...)
 	if err != nil {
 		return RateStats{}, err
 	}
 	defer func() { _ = StopApp(a) }()
-	return e.rateWindow(ctx, o, base, rate, 0, nil)
+	var start func() (func(), error)
+	if load {
+		start = func() (func(), error) {
+			env := []string{fmt.Sprintf("%s=%g", storeLoadRateEnv, rate)}
+			for k, v := range e.Settings(db) {
+				env = append(env, k+"="+v)
+			}
+			c, err := launchChild(ctx, e.Dir, "storeload", nil, env...)
+			if err != nil {
+				return nil, err
+			}
+			return c.stop, nil
+		}
+	}
+	return e.rateWindow(ctx, o, base, rate, 0, nil, start)
 }
 
 // rateWindow flushes Redis, waits for the machine to settle and submits to
 // the api at base at rate for o.Duration after o.Warmup. With pid > 0 it
 // also measures that process's CPU per successful submit; wrap, when set,
-// wraps the submit call (to count them).
-func (e *Env) rateWindow(ctx context.Context, o *Options, base string, rate float64, pid int, wrap func(Call) Call) (RateStats, error) {
+// wraps the submit call (to count them); start, when set, runs once the
+// machine is idle, before the warm-up, and what it returns at the end.
+func (e *Env) rateWindow(ctx context.Context, o *Options, base string, rate float64, pid int, wrap func(Call) Call, start func() (func(), error)) (RateStats, error) {
 	if err := e.Flush(ctx); err != nil {
 		return RateStats{}, err
 	}
 	e.settle(ctx, o)
+	if start != nil {
+		stop, err := start()
+		if err != nil {
+			return RateStats{}, err
+		}
+		defer stop()
+	}
 	s := &Submitter{Client: NewHTTPClient(256), URL: base + "/api/claude/chat", Key: e.Key}
 	defer s.Client.CloseIdleConnections()
 	call := s.Call()
@@ -166,6 +206,11 @@ type AuditOneCore struct {
 	Clients int
 	Rate    float64
 	On, Off []OneCoreRun
+	// Loaded is the control: the api without its audit log while a
+	// "storeload" child appends the same kind of records to the same
+	// store, through the same writer, as fast as the store takes them in
+	// the closed loop and at Rate in the fixed-rate window.
+	Loaded []OneCoreRun
 }
 
 // OneCoreRun is one api process's two windows.
@@ -174,13 +219,14 @@ type OneCoreRun struct {
 	MaxCPU time.Duration // the api process's CPU per submit in Max
 	Fixed  RateStats     // Fixed.APICPU: the same at the fixed rate
 	// Answered counts every submit the api accepted (warm-ups included);
-	// Stored, the request records in its audit log after it stopped.
+	// Stored, the request records in its audit log after it stopped (in
+	// the control, those the storeload child appended).
 	Answered, Stored int64
 	log              string // the end of the api's log
 }
 
-// runAuditOneCore measures o.Reps pairs of api processes, audit log on and
-// off, alternating which goes first.
+// runAuditOneCore measures o.Reps rounds of api processes, one per arm
+// (audit log on, off, and the control), rotating which goes first.
 func runAuditOneCore(ctx context.Context, e *Env, o *Options) (*AuditOneCore, error) {
 	r := &AuditOneCore{Clients: 64, Rate: o.AuditRate}
 	if n := len(o.Concurrency); n > 0 {
@@ -216,20 +262,36 @@ func runAuditOneCore(ctx context.Context, e *Env, o *Options) (*AuditOneCore, er
 		return nil, err
 	}
 	defer mongo.stop()
-	err = auditSides(o.Reps, func(rep int, name string, over []string) error {
-		run, err := e.oneCoreRun(ctx, o, mongo.URL, cpus, r.Clients, r.Rate, over)
+	var loadWrap []string
+	if r.Pinned {
+		loadWrap = append(idlePriority(), "taskset", "-c", rest)
+	} else {
+		loadWrap = idlePriority()
+	}
+	err = auditArms(o.Reps, func(rep int, name string) error {
+		var over, load []string
+		switch name {
+		case armOff:
+			over = []string{"CLAUDEQ_AUDIT_LOG", "off"}
+		case armControl:
+			over, load = []string{"CLAUDEQ_AUDIT_LOG", "off"}, loadWrap
+		}
+		run, err := e.oneCoreRun(ctx, o, mongo.URL, cpus, r.Clients, r.Rate, over, load)
 		if err != nil {
 			return err
 		}
-		if over == nil {
+		switch name {
+		case armOn:
 			r.On = append(r.On, run)
 			if run.Stored < run.Answered {
 				return fmt.Errorf("api on one core, rep %d: %d submits answered, only %d audit records stored; the api's log ends:\n%s", rep+1, run.Answered, run.Stored, run.log)
 			}
-		} else {
+		case armOff:
 			r.Off = append(r.Off, run)
+		default:
+			r.Loaded = append(r.Loaded, run)
 		}
-		o.logf("submit, api on one core, rep %d/%d audit %-3s  %d clients %.0f req/s (api CPU %v/req)  at %.0f/s p50 %v p99 %v (api CPU %v/req)  answered %d, audit records %d",
+		o.logf("submit, api on one core, rep %d/%d audit %-7s  %d clients %.0f req/s (api CPU %v/req)  at %.0f/s p50 %v p99 %v (api CPU %v/req)  answered %d, audit records %d",
 			rep+1, o.Reps, name, r.Clients, run.Max.RPS, run.MaxCPU, r.Rate, run.Fixed.P50, run.Fixed.P99, run.Fixed.APICPU, run.Answered, run.Stored)
 		return nil
 	})
@@ -241,8 +303,11 @@ func runAuditOneCore(ctx context.Context, e *Env, o *Options) (*AuditOneCore, er
 
 // oneCoreRun starts a fresh api process over a fresh database on the
 // MongoDB server at uri (with the settings over) on cpus, measures its two
-// windows, stops it and counts its audit records.
-func (e *Env) oneCoreRun(ctx context.Context, o *Options, uri, cpus string, clients int, rate float64, over []string) (OneCoreRun, error) {
+// windows, stops it and counts its audit records. With load set (the
+// command prefix it runs under), a storeload child appends audit records
+// to the same database during each window: as fast as it can in the
+// closed loop, at rate in the fixed-rate one.
+func (e *Env) oneCoreRun(ctx context.Context, o *Options, uri, cpus string, clients int, rate float64, over, load []string) (OneCoreRun, error) {
 	var run OneCoreRun
 	db, err := e.newDBAt(ctx, uri, "audit1")
 	if err != nil {
@@ -251,6 +316,18 @@ func (e *Env) oneCoreRun(ctx context.Context, o *Options, uri, cpus string, clie
 	env := []string{"GOMAXPROCS=1"}
 	for k, v := range e.Settings(db, append([]string{"CLAUDEQ_MONGO_URI", uri}, over...)...) {
 		env = append(env, k+"="+v)
+	}
+	startLoad := func(perSec float64) func() (func(), error) {
+		if load == nil {
+			return nil
+		}
+		return func() (func(), error) {
+			c, err := launchChild(ctx, e.Dir, "storeload", load, append(slices.Clone(env), fmt.Sprintf("%s=%g", storeLoadRateEnv, perSec))...)
+			if err != nil {
+				return nil, err
+			}
+			return c.stop, nil
+		}
 	}
 	api, err := startChild(ctx, e.Dir, "gateway-on", cpus, env...)
 	if err != nil {
@@ -261,6 +338,13 @@ func (e *Env) oneCoreRun(ctx context.Context, o *Options, uri, cpus string, clie
 		return run, err
 	}
 	e.settle(ctx, o)
+	stopLoad := func() {}
+	if start := startLoad(0); start != nil {
+		if stopLoad, err = start(); err != nil {
+			return run, err
+		}
+		defer stopLoad() // on an early return; stopping twice is a no-op
+	}
 	var answered atomic.Int64
 	counted := func(c Call) Call {
 		return func(ctx context.Context, i int64) error {
@@ -281,11 +365,12 @@ func (e *Env) oneCoreRun(ctx context.Context, o *Options, uri, cpus string, clie
 		return n
 	})
 	s.Client.CloseIdleConnections()
+	stopLoad()
 	run.MaxCPU = c.Gateway
 	if n == 0 {
 		return run, fmt.Errorf("submit to the api on one core: no call succeeded (%s)", run.Max.FirstErr)
 	}
-	if run.Fixed, err = e.rateWindow(ctx, o, api.URL, rate, api.pid(), counted); err != nil {
+	if run.Fixed, err = e.rateWindow(ctx, o, api.URL, rate, api.pid(), counted, startLoad(rate)); err != nil {
 		return run, err
 	}
 	api.stop() // a graceful shutdown: the audit writer appends what it holds

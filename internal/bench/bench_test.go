@@ -76,8 +76,10 @@ func TestRunTiny(t *testing.T) {
 	}
 	require.Len(t, r.Audit.On, 1)
 	require.Len(t, r.Audit.Off, 1)
+	require.Len(t, r.Audit.Loaded, 1, "figure 8's control")
+	require.Positive(t, r.Audit.Loaded[0].OK)
 	require.NotNil(t, r.AuditAPI, "figure 8's api-on-one-core runs")
-	for _, x := range append(r.AuditAPI.On, r.AuditAPI.Off...) {
+	for _, x := range slices.Concat(r.AuditAPI.On, r.AuditAPI.Off, r.AuditAPI.Loaded) {
 		require.Positive(t, x.Max.OK)
 		require.Positive(t, x.Fixed.OK)
 		require.Zero(t, x.Fixed.Errors, x.Fixed.FirstErr)
@@ -86,6 +88,10 @@ func TestRunTiny(t *testing.T) {
 	require.Len(t, r.AuditAPI.On, 1)
 	require.Equal(t, r.AuditAPI.On[0].Answered, r.AuditAPI.On[0].Stored, "one audit record per submit answered")
 	require.Zero(t, r.AuditAPI.Off[0].Stored)
+	require.Len(t, r.AuditAPI.Loaded, 1)
+	// The control's store got records from the storeload process: at
+	// least one a submit of its fixed-rate window.
+	require.GreaterOrEqual(t, r.AuditAPI.Loaded[0].Stored, int64(r.AuditAPI.Loaded[0].Fixed.OK))
 
 	require.NotNil(t, r.E2E)
 	for _, x := range append(r.E2E.Subject, r.E2E.Baseline...) {

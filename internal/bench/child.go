@@ -44,7 +44,7 @@ import (
 const ChildEnv = "CLAUDEQ_BENCH_CHILD"
 
 // childProfileEnv, when set in a child, is where it writes its CPU profile
-// (from start to shutdown).
+// (from start to shutdown); "%s" in it becomes "<role>-<pid>".
 const childProfileEnv = "CLAUDEQ_BENCH_CPUPROFILE"
 
 const readyPrefix = "CLAUDEQ_BENCH_READY "
@@ -67,6 +67,8 @@ func IsChild() bool { return os.Getenv(ChildEnv) != "" }
 //     fleet (node choice and its shared accounting in Redis) between the
 //     client and the node;
 //   - proxy: a bare httputil.ReverseProxy to the simulator, the floor;
+//   - storeload: audit records appended to a store at a given rate
+//     (storeLoad), figure 8's control;
 //   - mongo: the embedded FerretDB (devmongo) with its data under the
 //     directory named by CLAUDEQ_BENCH_MONGO_DIR (figure 8's store).
 //
@@ -75,7 +77,9 @@ func RunChild() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	if p := os.Getenv(childProfileEnv); p != "" {
-		defer profile(p)()
+		// "%s" in the path becomes the role and the process id, so that
+		// one bench run keeps every child's profile.
+		defer profile(strings.ReplaceAll(p, "%s", fmt.Sprintf("%s-%d", os.Getenv(ChildEnv), os.Getpid())))()
 	}
 	var err error
 	switch role := os.Getenv(ChildEnv); role {
@@ -96,6 +100,8 @@ func RunChild() int {
 		err = gatewayOff(ctx)
 	case "proxy":
 		err = bareProxy(ctx)
+	case "storeload":
+		err = storeLoad(ctx)
 	case "mongo":
 		var uri string
 		var stopMongo func()
