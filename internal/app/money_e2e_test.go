@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/quota"
 	"github.com/claudeq/claudeq/internal/store"
+	"github.com/claudeq/claudeq/internal/task"
 )
 
 func TestJobsAreBilledOnceAndShownInUsage(t *testing.T) {
@@ -297,9 +300,15 @@ func TestReconcilerFailsAJobWhoseTaskWasLost(t *testing.T) {
 	// written) before the task was lost, as for a job waiting for a retry
 	// after its job write failed.
 	billed := submit(t, base, key, map[string]any{"prompt": "Billed, then lost", "max_tokens": 100})
+	// And one that an earlier pass failed in Redis but stopped (a crash,
+	// the store down) before writing its record.
+	half := submit(t, base, key, map[string]any{"prompt": "Failed, record not written", "max_tokens": 100})
 	insp := asynqInspector(t, e)
 	require.NoError(t, insp.DeleteTask("default", lost), "what Redis losing the enqueue looks like")
 	require.NoError(t, insp.DeleteTask("default", billed))
+	require.NoError(t, insp.DeleteTask("default", half))
+	require.NoError(t, e.redis.Client(t).HSet(context.Background(), "cq:job:"+half, "st", "failed", "le", task.ErrQueueLost,
+		"fa", strconv.FormatInt(time.Now().UnixMilli(), 10)).Err())
 	require.NoError(t, insp.PauseQueue("default"), "the kept job stays queued")
 
 	q, err := quota.New(e.redis.Client(t), quota.Options{})
@@ -331,10 +340,59 @@ func TestReconcilerFailsAJobWhoseTaskWasLost(t *testing.T) {
 	require.Equal(t, "queue_lost", jb["error"].(map[string]any)["type"])
 	require.Contains(t, jb["error"].(map[string]any)["message"], "answered and billed")
 	require.InDelta(t, 0.001234, jb["cost_usd"], 1e-9)
+	require.Eventually(t, func() bool {
+		rec, err := e.store.Job(context.Background(), half)
+		return err == nil && rec.Error != nil && rec.Error.Type == task.ErrQueueLost && strings.Contains(rec.Error.Message, "not billed")
+	}, 10*time.Second, 100*time.Millisecond, "the half-failed job gets its record on a later pass")
 	r := do(t, "GET", base+"/api/claude/jobs/"+kept, key, nil)
 	require.Equal(t, "queued", r.json(t)["status"], "a queued job whose task exists is not failed")
 
 	require.NoError(t, insp.UnpauseQueue("default"))
 	require.Equal(t, "succeeded", wait(t, base, key, kept, 30*time.Second)["status"])
-	e.requireBilledOnce(t, []string{kept, billed}, lost)
+	e.requireBilledOnce(t, []string{kept, billed}, lost, half)
+}
+
+// A job whose every attempt lost its worker is failed by the reconciler
+// (worker_lost); if one of those attempts was answered and billed (the
+// ledger entry is written before the job record, and the worker stopped
+// in between), its reservation is settled to that cost and the record
+// shows it, so that the spent counters still equal the ledger.
+func TestBilledJobWhoseWorkersAllDiedIsSettledNotReleased(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	api, _ := e.run(app.Roles{API: true})
+	base := "http://" + api.Addr()
+	key, _ := e.key("alice", "research")
+	billed := submit(t, base, key, map[string]any{"prompt": "Billed, then every worker died", "max_tokens": 100})
+	unbilled := submit(t, base, key, map[string]any{"prompt": "Never answered, every worker died", "max_tokens": 100})
+	rdb := e.redis.Client(t)
+	insp := asynqInspector(t, e)
+	for _, id := range []string{billed, unbilled} {
+		// What asynq does after the last attempt's worker was killed.
+		require.NoError(t, rdb.HSet(context.Background(), "cq:job:"+id, "st", "running").Err())
+		require.NoError(t, insp.ArchiveTask("default", id))
+	}
+	q, err := quota.New(rdb, quota.Options{})
+	require.NoError(t, err)
+	c := e.store.NewCommitter(store.CommitterOptions{})
+	defer c.Close()
+	require.NoError(t, c.Commit(context.Background(), store.Record{Ledger: &store.LedgerEntry{ID: billed, JobID: billed, UserID: "alice",
+		Department: "research", Model: "claude-haiku-4-5", Usage: claudeq.Usage{InputTokens: 10, OutputTokens: 20},
+		CostMicros: 1234, Day: q.Day(time.Now()), At: time.Now().UTC()}}))
+	e.run(app.Roles{Worker: true, Scheduler: true}, "CLAUDEQ_RECONCILE_INTERVAL", "1s")
+
+	jb := wait(t, base, key, billed, 30*time.Second)
+	require.Equal(t, "failed", jb["status"])
+	require.Equal(t, task.ErrWorkerLost, jb["error"].(map[string]any)["type"])
+	require.Contains(t, jb["error"].(map[string]any)["message"], "answered and billed")
+	require.InDelta(t, 0.001234, jb["cost_usd"], 1e-9)
+	ju := wait(t, base, key, unbilled, 30*time.Second)
+	require.Equal(t, task.ErrWorkerLost, ju["error"].(map[string]any)["type"])
+	require.NotContains(t, ju["error"].(map[string]any)["message"], "billed")
+	require.Eventually(t, func() bool {
+		st, err := q.Status(context.Background(), "alice", "research")
+		require.NoError(t, err)
+		return st[0].Reserved == 0 && st[0].Spent == 1234
+	}, 10*time.Second, 100*time.Millisecond, "the billed job's reservation settled to its ledger cost, the other released")
+	require.EqualValues(t, 0, e.sim.Stats().Requests)
 }

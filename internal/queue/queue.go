@@ -46,7 +46,7 @@ type State struct {
 	CreatedAt   time.Time
 	StartedAt   time.Time
 	FinishedAt  time.Time
-	LastError   string // the error of the last failed attempt, while retrying
+	LastError   string // the error of the last failed attempt, while retrying; a failed job's reason when FailLost failed it
 }
 
 // Queue is the Redis side of jobs: their live state and the asynq client.
@@ -290,7 +290,7 @@ func (q *Queue) Finish(ctx context.Context, id string, status claudeq.Status, at
 var failLostScript = redis.NewScript(`
 local v = redis.call('HMGET', KEYS[1], 'st', 'at')
 if v[1] ~= ARGV[1] or (v[2] or '0') ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'st', 'failed', 'fa', ARGV[3], 'le', '')
+redis.call('HSET', KEYS[1], 'st', 'failed', 'fa', ARGV[3], 'le', ARGV[5])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 `)
@@ -298,10 +298,12 @@ return 1
 // FailLost marks failed a job whose task is gone from the queue, only if
 // its state is still seen's (same status, same attempts): a worker that
 // starts the job in between wins, and one that starts it after finds it
-// failed and does not run it. It reports whether the job was failed.
-func (q *Queue) FailLost(ctx context.Context, seen *State, at time.Time, ttl time.Duration) (bool, error) {
+// failed and does not run it. The failed state's LastError is reason, so
+// that a caller that stopped before recording the job elsewhere can tell
+// later. It reports whether the job was failed.
+func (q *Queue) FailLost(ctx context.Context, seen *State, at time.Time, ttl time.Duration, reason string) (bool, error) {
 	n, err := failLostScript.Run(ctx, q.rdb, []string{key(seen.ID)},
-		string(seen.Status), strconv.Itoa(seen.Attempts), ms(at), ttl.Milliseconds()).Int()
+		string(seen.Status), strconv.Itoa(seen.Attempts), ms(at), ttl.Milliseconds(), reason).Int()
 	if err != nil {
 		return false, unavailable("queue.FailLost", err)
 	}

@@ -17,7 +17,7 @@ func (q *Quota) SettleIn(b *redisbatch.Batcher, jobID string, actual Micros, don
 		call(done, &claudeq.Error{Kind: claudeq.KindInvalidRequest, Op: op, Msg: "settle needs a job id and a non-negative cost"})
 		return
 	}
-	b.Go(redisbatch.Call{Script: settleScript, Keys: []string{q.resKey(jobID), q.pendingKey()},
+	b.Go(redisbatch.Call{Script: settleScript, Keys: []string{q.resKey(jobID), q.pendingKey(), q.partsKey(jobID)},
 		Args: []any{int64(actual), jobID, int64(q.opts.DoneTTL / time.Second)}, Done: result(op, done)})
 }
 
@@ -28,7 +28,7 @@ func (q *Quota) ReleaseIn(b *redisbatch.Batcher, jobID string, done func(error))
 		call(done, &claudeq.Error{Kind: claudeq.KindInvalidRequest, Op: op, Msg: "release needs a job id"})
 		return
 	}
-	b.Go(redisbatch.Call{Script: releaseScript, Keys: []string{q.resKey(jobID), q.pendingKey()},
+	b.Go(redisbatch.Call{Script: releaseScript, Keys: []string{q.resKey(jobID), q.pendingKey(), q.partsKey(jobID)},
 		Args: []any{jobID, int64(q.opts.DoneTTL / time.Second)}, Done: result(op, done)})
 }
 

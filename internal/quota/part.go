@@ -19,7 +19,9 @@ import (
 //
 // Each part is closed at most once: the part ids already closed are kept in
 // a set beside the reservation record (<p>:res:<id>:parts), which expires
-// with it.
+// with it: a part sets its expiry to the record's, and Settle and Release,
+// which give the record a new one, give the set the same (the record's
+// field p says it has one).
 
 func (q *Quota) partsKey(resID string) string { return q.resKey(resID) + ":parts" }
 
@@ -39,6 +41,7 @@ local rec = hgetall(KEYS[1])
 local st = rec.state
 if not st then return 'missing' end
 if redis.call('SADD', KEYS[2], ARGV[1]) == 0 then return 'done' end
+if not rec.p then redis.call('HSET', KEYS[1], 'p', '1') end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 local take = 0
@@ -53,7 +56,10 @@ for i = 1, tonumber(rec.n or '0') do
   local k = rec['k' .. i]
   if k then
     local lost = take == 0
-    if take > 0 and redis.call('HINCRBY', k, 'r', '-' .. takes) < 0 then lost = true end
+    if take > 0 and redis.call('HINCRBY', k, 'r', '-' .. takes) < 0 then
+      redis.call('HSET', k, 'r', 0)
+      lost = true
+    end
     if ARGV[3] ~= '0' then redis.call('HINCRBY', k, 's', ARGV[3]) end
     if lost then redis.call('EXPIREAT', k, rec['e' .. i]) end
   end

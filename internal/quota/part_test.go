@@ -48,6 +48,13 @@ func TestPartsCloseOneReservationPieceByPiece(t *testing.T) {
 	require.Equal(t, Micros(130), st["user/daily"].Spent)
 
 	require.NoError(t, b.q.Release(ctx, "msgbatch_a"))
+	// The set of closed parts lives as long as the record, which the
+	// release gave a new expiry: a part repeated later is still a no-op.
+	recTTL, err := b.rdb.TTL(ctx, b.q.resKey("msgbatch_a")).Result()
+	require.NoError(t, err)
+	partsTTL, err := b.rdb.TTL(ctx, b.q.partsKey("msgbatch_a")).Result()
+	require.NoError(t, err)
+	require.InDelta(t, recTTL.Seconds(), partsTTL.Seconds(), 1, "parts set %v, record %v", partsTTL, recTTL)
 	// After the whole release, a late part books its cost and nothing else.
 	require.NoError(t, b.q.SettlePart(ctx, "msgbatch_a", "msgbatch_a:r4", 100, 7))
 	st = b.status(t, "u1", "eng")

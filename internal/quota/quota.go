@@ -331,7 +331,7 @@ func (q *Quota) Settle(ctx context.Context, jobID string, actual Micros) error {
 	if jobID == "" || actual < 0 {
 		return &claudeq.Error{Kind: claudeq.KindInvalidRequest, Op: op, Msg: "settle needs a job id and a non-negative cost"}
 	}
-	err := settleScript.Run(ctx, q.rdb, []string{q.resKey(jobID), q.pendingKey()},
+	err := settleScript.Run(ctx, q.rdb, []string{q.resKey(jobID), q.pendingKey(), q.partsKey(jobID)},
 		int64(actual), jobID, int64(q.opts.DoneTTL/time.Second)).Err()
 	if err != nil {
 		return unavailable(op, err)
@@ -347,7 +347,7 @@ func (q *Quota) Release(ctx context.Context, jobID string) error {
 	if jobID == "" {
 		return &claudeq.Error{Kind: claudeq.KindInvalidRequest, Op: op, Msg: "release needs a job id"}
 	}
-	err := releaseScript.Run(ctx, q.rdb, []string{q.resKey(jobID), q.pendingKey()},
+	err := releaseScript.Run(ctx, q.rdb, []string{q.resKey(jobID), q.pendingKey(), q.partsKey(jobID)},
 		jobID, int64(q.opts.DoneTTL/time.Second)).Err()
 	if err != nil {
 		return unavailable(op, err)

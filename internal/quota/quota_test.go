@@ -599,11 +599,19 @@ func TestCountersAlwaysExpire(t *testing.T) {
 	}
 	require.NoError(t, b.q.Settle(ctx, "j1", 3))
 	expiries(t, counters("u1", "eng"))
+	// Their reserved amounts are 0, not below: a later reservation counts
+	// in full against the limit.
+	reserve("j5", "u1", "eng")
+	st := b.status(t, "u1", "eng")
+	require.Equal(t, Micros(5), st["user/daily"].Reserved, "not 5 less: the vanished counter's reserved amount was not left at -5")
+	require.Equal(t, Micros(5), st["department/daily"].Reserved)
+	require.NoError(t, b.q.Release(ctx, "j5"))
 	for k := range counters("u2", "ops") {
 		require.NoError(t, b.rdb.Del(ctx, k).Err())
 	}
 	require.NoError(t, b.q.Release(ctx, "j2"))
 	expiries(t, counters("u2", "ops"))
+	require.Equal(t, Micros(0), b.status(t, "u2", "ops")["user/daily"].Reserved)
 
 	// A settle after a release books spent on counters that may be gone.
 	reserve("j3", "u3", "eng")
@@ -611,7 +619,7 @@ func TestCountersAlwaysExpire(t *testing.T) {
 	require.NoError(t, b.rdb.Del(ctx, b.q.userKey(day, "u3")).Err())
 	require.NoError(t, b.q.Settle(ctx, "j3", 2))
 	expiries(t, map[string]int64{b.q.userKey(day, "u3"): dayExp})
-	st := b.status(t, "u3", "eng")
+	st = b.status(t, "u3", "eng")
 	require.Equal(t, Micros(2), st["user/daily"].Spent)
 
 	// A part of a shared reservation (a batch request) too, and after the
@@ -620,6 +628,7 @@ func TestCountersAlwaysExpire(t *testing.T) {
 	require.NoError(t, b.rdb.Del(ctx, b.q.userKey(day, "u4")).Err())
 	require.NoError(t, b.q.SettlePart(ctx, "batch", "item1", 2, 1))
 	expiries(t, map[string]int64{b.q.userKey(day, "u4"): dayExp})
+	require.Equal(t, Micros(0), b.status(t, "u4", "eng")["user/daily"].Reserved, "0, not -2")
 	require.NoError(t, b.q.Release(ctx, "batch"))
 	require.NoError(t, b.rdb.Del(ctx, b.q.userKey(day, "u4")).Err())
 	require.NoError(t, b.q.SettlePart(ctx, "batch", "item2", 2, 1))

@@ -25,7 +25,8 @@ end
 // expiry only when they create it (a counter that exists always has one).
 // A counter found missing where it must exist (its reserved amount would
 // go negative: it expired or was evicted under a very late settle) gets
-// its expiry again.
+// its expiry again, and its reserved amount is set to 0 rather than left
+// below: a negative amount would let later reservations past the limit.
 
 // reserveScript checks every scope and, only if all pass, reserves.
 //
@@ -86,7 +87,8 @@ return {0, 'held'}
 
 // settleScript books the actual cost on the reservation's own counters.
 //
-// KEYS[1] reservation record, KEYS[2] pending zset. ARGV[1] actual,
+// KEYS[1] reservation record, KEYS[2] pending zset, KEYS[3] its parts set
+// (part.go; kept as long as the record). ARGV[1] actual,
 // ARGV[2] job id, ARGV[3] seconds to keep the settled record.
 //
 // Returns the state found: "missing", "settled" (both no-ops), "held" or
@@ -103,7 +105,10 @@ local del = {}
 for i = 1, n do
   local k = rec['k' .. i]
   local lost = not held
-  if held and redis.call('HINCRBY', k, 'r', '-' .. rec.amount) < 0 then lost = true end
+  if held and redis.call('HINCRBY', k, 'r', '-' .. rec.amount) < 0 then
+    redis.call('HSET', k, 'r', 0)
+    lost = true
+  end
   redis.call('HINCRBY', k, 's', ARGV[1])
   if lost then redis.call('EXPIREAT', k, rec['e' .. i]) end
   del[#del + 1] = 'k' .. i
@@ -112,12 +117,15 @@ end
 if n > 0 then redis.call('HDEL', KEYS[1], unpack(del)) end
 redis.call('HSET', KEYS[1], 'state', 'settled', 'actual', ARGV[1])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+if rec.p then redis.call('EXPIRE', KEYS[3], ARGV[3]) end
 return st
 `)
 
 // releaseScript gives a held reservation back.
 //
-// KEYS[1] reservation record, KEYS[2] pending zset. ARGV[1] job id,
+// KEYS[1] reservation record, KEYS[2] pending zset, KEYS[3] its parts set
+// (part.go: a part closed after the release must still find it, so it
+// lives as long as the record; no-op when there is none). ARGV[1] job id,
 // ARGV[2] seconds to keep the released record.
 //
 // Returns the state found: "missing", "settled", "released" (no-ops) or
@@ -129,12 +137,16 @@ local st = rec.state
 if st ~= 'held' then return st or 'missing' end
 for i = 1, tonumber(rec.n) do
   local k = rec['k' .. i]
-  if rec.amount == '0' or redis.call('HINCRBY', k, 'r', '-' .. rec.amount) < 0 then
-    redis.call('EXPIREAT', k, rec['e' .. i])
+  local lost = rec.amount == '0'
+  if not lost and redis.call('HINCRBY', k, 'r', '-' .. rec.amount) < 0 then
+    redis.call('HSET', k, 'r', 0)
+    lost = true
   end
+  if lost then redis.call('EXPIREAT', k, rec['e' .. i]) end
 end
 redis.call('HSET', KEYS[1], 'state', 'released')
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[2])
 return st
 `)
 

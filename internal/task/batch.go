@@ -94,7 +94,9 @@ type Batches struct {
 func (b *Batches) ItemEnded(ctx context.Context, p *JobPayload, j *claudeq.Job) error {
 	if b.Quota != nil {
 		var err error
-		if j.Status == claudeq.StatusSucceeded {
+		// Settled when billed: a succeeded item, or a failed one whose
+		// attempt was billed (its worker stopped after the ledger entry).
+		if j.Status == claudeq.StatusSucceeded || j.CostMicros > 0 {
 			err = b.Quota.SettlePart(ctx, p.BatchID, p.ID, quota.Micros(p.EstimateMicros), quota.Micros(j.CostMicros))
 		} else {
 			err = b.Quota.ReleasePart(ctx, p.BatchID, p.ID, quota.Micros(p.EstimateMicros))

@@ -132,7 +132,9 @@ func (h *ReconcileHandler) reconcileQuota(ctx context.Context) error {
 			err = h.Quota.Release(ctx, id)
 			released++
 		case claudeq.ErrorKind(err) == claudeq.KindNotFound:
-			if st, serr := h.Queue.State(ctx, id); serr == nil && !st.Status.Terminal() {
+			st, serr := h.Queue.State(ctx, id)
+			switch {
+			case serr == nil && !st.Status.Terminal():
 				failed, ferr := h.failLost(ctx, st)
 				if ferr != nil {
 					return Infra(ferr)
@@ -141,7 +143,14 @@ func (h *ReconcileHandler) reconcileQuota(ctx context.Context) error {
 					continue // still queued or running (a long backlog)
 				}
 				lost++ // its job is failed now; its reservation is closed below
-			} else if serr != nil && claudeq.ErrorKind(serr) != claudeq.KindNotFound {
+			case serr == nil && st.Status == claudeq.StatusFailed && st.LastError == ErrQueueLost:
+				// An earlier pass failed it and stopped (store down, a
+				// crash) before writing its record.
+				if rerr := h.recordLost(ctx, st, st.FinishedAt); rerr != nil {
+					return Infra(rerr)
+				}
+				lost++
+			case serr != nil && claudeq.ErrorKind(serr) != claudeq.KindNotFound:
 				return Infra(serr)
 			}
 			if h.Ledger != nil {
@@ -175,12 +184,13 @@ const ErrQueueLost = "queue_lost"
 
 // failLost fails the job of a stale reservation when the queue no longer
 // holds its task, so that neither the job nor its reservation waits
-// forever. The Redis state is failed first, and only if it did not move
-// (FailLost): a worker that starts the job after that does not run it.
-// Then the store gets the failed record. The caller then closes the
-// reservation as for any job that is gone: settled to the ledger's entry
-// if an attempt was billed, else released (also on the next pass, after a
-// crash in between).
+// forever. The Redis state is failed first (its LastError ErrQueueLost),
+// and only if it did not move (FailLost): a worker that starts the job
+// after that does not run it. Then the store gets the failed record
+// (recordLost; the next pass writes it if this one stops before). The
+// caller then closes the reservation as for any job that is gone: settled
+// to the ledger's entry if an attempt was billed, else released (also on
+// the next pass, after a crash in between).
 //
 // Only a queued job qualifies. Redis persists writes in order, so losing
 // the tail of them can lose an enqueue after the job's state was created,
@@ -196,21 +206,29 @@ func (h *ReconcileHandler) failLost(ctx context.Context, st *queue.State) (bool,
 		return false, err
 	}
 	now := h.Now().UTC()
-	ok, err := h.Queue.FailLost(ctx, st, now, 24*time.Hour)
+	ok, err := h.Queue.FailLost(ctx, st, now, 24*time.Hour, ErrQueueLost)
 	if err != nil || !ok {
 		return false, err
+	}
+	if err := h.recordLost(ctx, st, now); err != nil {
+		return false, err
+	}
+	h.Logger.Warn("job failed: its task was lost from the queue", "job_id", st.ID)
+	return true, nil
+}
+
+// recordLost writes the failed record of a job that failLost failed at
+// the time at (zero: now).
+func (h *ReconcileHandler) recordLost(ctx context.Context, st *queue.State, at time.Time) error {
+	if at.IsZero() {
+		at = h.Now().UTC()
 	}
 	// A queued job may be waiting for a retry after an attempt that was
 	// answered and billed but not recorded (its job write failed): the
 	// ledger then has its entry, which the record shows.
-	var billed *store.LedgerEntry
-	if h.Ledger != nil {
-		e, lerr := h.Ledger.LedgerEntry(ctx, st.ID)
-		if lerr == nil {
-			billed = e
-		} else if claudeq.ErrorKind(lerr) != claudeq.KindNotFound {
-			return false, lerr
-		}
+	billed, err := h.billed(ctx, st.ID)
+	if err != nil {
+		return err
 	}
 	msg := "the job's task was lost from the queue (Redis lost writes it had acknowledged, e.g. killed without appendfsync always); "
 	if billed != nil {
@@ -220,7 +238,7 @@ func (h *ReconcileHandler) failLost(ctx context.Context, st *queue.State) (bool,
 	}
 	j := &claudeq.Job{
 		ID: st.ID, Kind: st.Kind, Status: claudeq.StatusFailed, UserID: st.UserID, Model: st.Model,
-		RequestHash: st.RequestHash, Attempts: st.Attempts, CreatedAt: st.CreatedAt, FinishedAt: &now,
+		RequestHash: st.RequestHash, Attempts: st.Attempts, CreatedAt: st.CreatedAt, FinishedAt: &at,
 		Error: &claudeq.JobError{Type: ErrQueueLost, Message: msg},
 	}
 	if billed != nil {
@@ -229,11 +247,21 @@ func (h *ReconcileHandler) failLost(ctx context.Context, st *queue.State) (bool,
 	if hold, herr := h.Quota.Hold(ctx, st.ID); herr == nil {
 		j.Department = hold.Department
 	}
-	if err := h.Store.SaveJob(ctx, j); err != nil {
-		return false, err
+	return h.Store.SaveJob(ctx, j)
+}
+
+// billed returns job id's ledger entry: an attempt that was answered and
+// billed although the job did not finish (its record's write failed, or
+// its worker stopped before it). Nil when there is none.
+func (h *ReconcileHandler) billed(ctx context.Context, id string) (*store.LedgerEntry, error) {
+	if h.Ledger == nil {
+		return nil, nil
 	}
-	h.Logger.Warn("job failed: its task was lost from the queue", "job_id", st.ID, "billed", billed != nil)
-	return true, nil
+	e, err := h.Ledger.LedgerEntry(ctx, id)
+	if claudeq.ErrorKind(err) == claudeq.KindNotFound {
+		return nil, nil
+	}
+	return e, err
 }
 
 func (h *ReconcileHandler) reconcile(ctx context.Context, ti *asynq.TaskInfo) (bool, error) {
@@ -258,12 +286,25 @@ func (h *ReconcileHandler) reconcile(ctx context.Context, ti *asynq.TaskInfo) (b
 		Model string `json:"model"`
 	}
 	_ = json.Unmarshal(p.Request, &req)
+	// The ledger entry is written before the job record: an attempt whose
+	// worker stopped between the two was billed.
+	billed, err := h.billed(ctx, p.ID)
+	if err != nil {
+		return false, err
+	}
+	msg := "every attempt ended with its worker stopping (crash or kill) before the job finished; "
+	if billed != nil {
+		msg += "an attempt was answered and billed before its worker stopped, but its answer was lost; "
+	}
 	j := &claudeq.Job{
 		ID: p.ID, Kind: p.Kind, Status: claudeq.StatusFailed, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID,
 		Model: req.Model, SessionID: p.SessionID, Metadata: p.Metadata, RequestHash: p.RequestHash,
 		Attempts: ti.Retried + 1, CreatedAt: p.CreatedAt.UTC(), FinishedAt: &now, BatchID: p.BatchID, CustomID: p.CustomID,
 		WebhookURL: p.WebhookURL,
-		Error:      &claudeq.JobError{Type: ErrWorkerLost, Message: "every attempt ended with its worker stopping (crash or kill) before the job finished; last error: " + ti.LastErr},
+		Error:      &claudeq.JobError{Type: ErrWorkerLost, Message: msg + "last error: " + ti.LastErr},
+	}
+	if billed != nil {
+		j.CostMicros, j.Usage = billed.CostMicros, &billed.Usage
 	}
 	if err := h.Store.SaveJob(ctx, j); err != nil {
 		return false, err
@@ -275,13 +316,17 @@ func (h *ReconcileHandler) reconcile(ctx context.Context, ti *asynq.TaskInfo) (b
 			}
 		}
 	} else if h.Quota != nil {
-		if err := h.Quota.Release(ctx, p.ID); err != nil {
+		closeRes := func() error { return h.Quota.Release(ctx, p.ID) }
+		if billed != nil {
+			closeRes = func() error { return h.Quota.Settle(ctx, p.ID, quotaMicros(billed.CostMicros)) }
+		}
+		if err := closeRes(); err != nil {
 			return false, err
 		}
 	}
 	if err := h.Notifier.Notify(ctx, j, 0); err != nil {
 		return false, err
 	}
-	h.Logger.Warn("job failed: worker lost", "job_id", p.ID, "attempts", j.Attempts)
+	h.Logger.Warn("job failed: worker lost", "job_id", p.ID, "attempts", j.Attempts, "billed", billed != nil)
 	return true, h.Queue.Finish(ctx, p.ID, claudeq.StatusFailed, now, "", 24*time.Hour)
 }
