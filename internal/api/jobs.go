@@ -487,6 +487,12 @@ func (s *Server) viewState(st *queue.State) jobView {
 	if st.Status == claudeq.StatusCanceled {
 		v.Error = &claudeq.JobError{Type: "canceled", Message: "job canceled before it ran"}
 	}
+	if st.Status == claudeq.StatusFailed && st.LastError == task.ErrQueueLost {
+		// Failed by the reconciler, whose record (with whether an attempt
+		// was billed) is not written yet.
+		v.Error = &claudeq.JobError{Type: task.ErrQueueLost, Message: "the job's task was lost from the queue (Redis lost writes it had acknowledged); " +
+			"its record is being written: poll again to see whether an attempt was billed"}
+	}
 	return v
 }
 

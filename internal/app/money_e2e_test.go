@@ -284,6 +284,17 @@ func TestReconcilerSettlesAnInteractiveReservationFromTheLedger(t *testing.T) {
 	}, 30*time.Second, 200*time.Millisecond, "the billed reservation settles to the ledger's 1234, the other is released")
 }
 
+// billed writes the ledger entry of an attempt of job id that was answered
+// and billed (cost micro-dollars) although the job did not finish.
+func (e *testEnv) billed(t *testing.T, q *quota.Quota, id, user, dept string, cost int64) {
+	t.Helper()
+	c := e.store.NewCommitter(store.CommitterOptions{})
+	defer c.Close()
+	require.NoError(t, c.Commit(context.Background(), store.Record{Ledger: &store.LedgerEntry{ID: id, JobID: id, UserID: user,
+		Department: dept, Model: "claude-haiku-4-5", Usage: claudeq.Usage{InputTokens: 10, OutputTokens: 20},
+		CostMicros: cost, Day: q.Day(time.Now()), At: time.Now().UTC()}}))
+}
+
 // A job whose task Redis lost (writes acknowledged, then a kill without a
 // durable append-only file) while its state still says queued is failed
 // by the reconciler and its reservation released, instead of holding the
@@ -309,19 +320,27 @@ func TestReconcilerFailsAJobWhoseTaskWasLost(t *testing.T) {
 	require.NoError(t, insp.DeleteTask("default", half))
 	require.NoError(t, e.redis.Client(t).HSet(context.Background(), "cq:job:"+half, "st", "failed", "le", task.ErrQueueLost,
 		"fa", strconv.FormatInt(time.Now().UnixMilli(), 10)).Err())
+	// Until its record is written, a poll says why it failed.
+	hv := do(t, "GET", base+"/api/claude/jobs/"+half, key, nil).json(t)
+	require.Equal(t, "failed", hv["status"])
+	require.Equal(t, task.ErrQueueLost, hv["error"].(map[string]any)["type"])
+	require.Contains(t, hv["error"].(map[string]any)["message"], "poll again")
 	require.NoError(t, insp.PauseQueue("default"), "the kept job stays queued")
 
 	q, err := quota.New(e.redis.Client(t), quota.Options{})
 	require.NoError(t, err)
 	keptHold, err := q.Hold(context.Background(), kept)
 	require.NoError(t, err)
-	c := e.store.NewCommitter(store.CommitterOptions{})
-	defer c.Close()
-	require.NoError(t, c.Commit(context.Background(), store.Record{Ledger: &store.LedgerEntry{ID: billed, JobID: billed, UserID: "alice",
-		Department: "research", Model: "claude-haiku-4-5", Usage: claudeq.Usage{InputTokens: 10, OutputTokens: 20},
-		CostMicros: 1234, Day: q.Day(time.Now()), At: time.Now().UTC()}}))
+	e.billed(t, q, billed, "alice", "research", 1234)
 	e.run(app.Roles{Worker: true, Scheduler: true}, "CLAUDEQ_RECONCILE_INTERVAL", "1s", "CLAUDEQ_QUOTA_RECONCILE_AFTER", "1s")
 
+	// The reconciler fails the job in Redis first, then writes its record:
+	// wait for the record, which says whether an attempt was billed.
+	recorded := func(id string) {
+		require.Eventually(t, func() bool { _, err := e.store.Job(context.Background(), id); return err == nil },
+			30*time.Second, 100*time.Millisecond, "job %s gets its record", id)
+	}
+	recorded(lost)
 	j := wait(t, base, key, lost, 30*time.Second)
 	require.Equal(t, "failed", j["status"])
 	jerr := j["error"].(map[string]any)
@@ -335,6 +354,7 @@ func TestReconcilerFailsAJobWhoseTaskWasLost(t *testing.T) {
 		require.NoError(t, err)
 		return st[0].Reserved == keptHold.Amount && st[0].Spent == 1234
 	}, 10*time.Second, 100*time.Millisecond, "only the kept job's reservation is held; the billed one settled to its ledger cost")
+	recorded(billed)
 	jb := wait(t, base, key, billed, 10*time.Second)
 	require.Equal(t, "failed", jb["status"])
 	require.Equal(t, "queue_lost", jb["error"].(map[string]any)["type"])
@@ -374,11 +394,7 @@ func TestBilledJobWhoseWorkersAllDiedIsSettledNotReleased(t *testing.T) {
 	}
 	q, err := quota.New(rdb, quota.Options{})
 	require.NoError(t, err)
-	c := e.store.NewCommitter(store.CommitterOptions{})
-	defer c.Close()
-	require.NoError(t, c.Commit(context.Background(), store.Record{Ledger: &store.LedgerEntry{ID: billed, JobID: billed, UserID: "alice",
-		Department: "research", Model: "claude-haiku-4-5", Usage: claudeq.Usage{InputTokens: 10, OutputTokens: 20},
-		CostMicros: 1234, Day: q.Day(time.Now()), At: time.Now().UTC()}}))
+	e.billed(t, q, billed, "alice", "research", 1234)
 	e.run(app.Roles{Worker: true, Scheduler: true}, "CLAUDEQ_RECONCILE_INTERVAL", "1s")
 
 	jb := wait(t, base, key, billed, 30*time.Second)
