@@ -401,7 +401,7 @@ func renderAudit(p printer, r *Report) {
 		}
 		p("")
 		if len(l.Loaded) > 0 {
-			p("*Off, store loaded (control)*: the api without its audit log while a process of its own (the bench binary as `%s=storeload`) appends %.0f request records a second, one per submit as the audited api writes, to the same store through the same `audit.Writer` (its buffer, batches, Redis lease and insert command). The store then does the same work in both, so *on vs control* is what the log costs the submit path itself, and *on vs off* adds what the store's work costs everything else on these two CPUs (in production, MongoDB's on its own machine).", ChildEnv, l.Rate)
+			p("*Off, store loaded (control)*: the api without its audit log while a process of its own (the bench binary as `%s=storeload`) appends %.0f request records a second, one per submit as the audited api writes, to the same store through the same `audit.Writer` (its buffer, batches, Redis lease and insert command). The store then does the same work in both, so *on vs control* is what the log costs the submit path itself, and *on vs off* adds what the store's work costs everything else on these two CPUs (in production, MongoDB's on its own machine). Here the api runs inside the bench process, beside the load generator and the embedded store; the control moves the building of the records out of that process, so *on vs control* here still includes the audited api sharing one Go runtime (its scheduler and garbage collector) with the load generator. The api alone on one core, below, has no such sharing.", ChildEnv, l.Rate)
 			p("")
 		}
 	}
@@ -437,7 +437,7 @@ func renderAudit(p printer, r *Report) {
 		}
 		p("")
 		if len(l.Loaded) > 0 {
-			p("**The control** (*off, store loaded*) is the api without its audit log while a process of its own (the bench binary as `%s=storeload`, at idle priority beside the store) appends request records to the same store through the same `audit.Writer` (same buffer, %v batches, Redis lease and insert command): as fast as the store takes them during the closed loop, as the audited api's store falls behind then too, and %.0f records/s during the fixed-rate window, one per submit as the audited api writes. The store then does the same work with the log and without it, so *on vs control* is what the log costs the api itself; *on vs off* adds what a store busy on the same two CPUs costs everything else. The records the control appended are in the audit records column's place below the api's (its submits are not audited).", ChildEnv, 50*time.Millisecond, l.Rate)
+			p("**The control** (*off, store loaded*) is the api without its audit log while a process of its own (the bench binary as `%s=storeload`, at idle priority beside the store) appends request records to the same store through the same `audit.Writer` (same buffer, %v batches, Redis lease and insert command): as fast as the store takes them during the closed loop, as the audited api's store falls behind then too, and %.0f records/s during the fixed-rate window, one per submit as the audited api writes. The store then does the same work with the log and without it, so *on vs control* is what the log costs the api itself; *on vs off* adds what a store busy on the same two CPUs costs everything else. The table after it gives how many records the control appended (its api audits nothing).", ChildEnv, 50*time.Millisecond, l.Rate)
 			p("")
 			p("| rep | control: records appended by the storeload process |")
 			p("|---:|---:|")
