@@ -153,19 +153,17 @@ func (h *ReconcileHandler) reconcileQuota(ctx context.Context) error {
 			case serr != nil && claudeq.ErrorKind(serr) != claudeq.KindNotFound:
 				return Infra(serr)
 			}
-			if h.Ledger != nil {
-				e, lerr := h.Ledger.LedgerEntry(ctx, id)
-				if lerr == nil {
-					err = h.Quota.Settle(ctx, id, quotaMicros(e.CostMicros))
-					settled++
-					break
-				}
-				if claudeq.ErrorKind(lerr) != claudeq.KindNotFound {
-					return Infra(lerr)
-				}
+			e, lerr := h.billed(ctx, id)
+			switch {
+			case lerr != nil:
+				return Infra(lerr)
+			case e != nil:
+				err = h.Quota.Settle(ctx, id, quotaMicros(e.CostMicros))
+				settled++
+			default:
+				err = h.Quota.Release(ctx, id)
+				released++
 			}
-			err = h.Quota.Release(ctx, id)
-			released++
 		}
 		if err != nil {
 			return Infra(err)
