@@ -488,10 +488,9 @@ func (s *Server) viewState(st *queue.State) jobView {
 		v.Error = &claudeq.JobError{Type: "canceled", Message: "job canceled before it ran"}
 	}
 	if st.Status == claudeq.StatusFailed && st.LastError == task.ErrQueueLost {
-		// Failed by the reconciler, whose record (with whether an attempt
-		// was billed) is not written yet.
-		v.Error = &claudeq.JobError{Type: task.ErrQueueLost, Message: "the job's task was lost from the queue (Redis lost writes it had acknowledged); " +
-			"its record is being written: poll again to see whether an attempt was billed"}
+		// Failed by the reconciler: Redis holds the only record of it.
+		v.Error = &claudeq.JobError{Type: task.ErrQueueLost, Message: "the job's task was lost from the queue (Redis lost writes it had acknowledged, " +
+			"or the submit failed after the job's state was written); it did not finish; submit it again"}
 	}
 	return v
 }

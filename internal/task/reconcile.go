@@ -143,13 +143,6 @@ func (h *ReconcileHandler) reconcileQuota(ctx context.Context) error {
 					continue // still queued or running (a long backlog)
 				}
 				lost++ // its job is failed now; its reservation is closed below
-			case serr == nil && st.Status == claudeq.StatusFailed && st.LastError == ErrQueueLost:
-				// An earlier pass failed it and stopped (store down, a
-				// crash) before writing its record.
-				if rerr := h.recordLost(ctx, st, st.FinishedAt); rerr != nil {
-					return Infra(rerr)
-				}
-				lost++
 			case serr != nil && claudeq.ErrorKind(serr) != claudeq.KindNotFound:
 				return Infra(serr)
 			}
@@ -182,13 +175,18 @@ const ErrQueueLost = "queue_lost"
 
 // failLost fails the job of a stale reservation when the queue no longer
 // holds its task, so that neither the job nor its reservation waits
-// forever. The Redis state is failed first (its LastError ErrQueueLost),
-// and only if it did not move (FailLost): a worker that starts the job
-// after that does not run it. Then the store gets the failed record
-// (recordLost; the next pass writes it if this one stops before). The
-// caller then closes the reservation as for any job that is gone: settled
-// to the ledger's entry if an attempt was billed, else released (also on
-// the next pass, after a crash in between).
+// forever. Only the Redis state is failed (its LastError ErrQueueLost,
+// which the API shows for the state's 24 h), and only if it did not move
+// (FailLost): a worker that starts the job after that does not run it.
+// The caller then closes the reservation as for any job that is gone:
+// settled to the ledger's entry if an attempt was billed, else released.
+//
+// No record is written to the store: such a state is most often what a
+// submit that failed leaves behind (Redis died between the job's state
+// and its enqueue, so the client got 503 and the clean-up failed too);
+// with appendfsync always it is the only way, since Redis then loses no
+// acknowledged enqueue. A job that did get its 202 and whose task Redis
+// lost (appendfsync everysec) is told by its state when polled.
 //
 // Only a queued job qualifies. Redis persists writes in order, so losing
 // the tail of them can lose an enqueue after the job's state was created,
@@ -203,49 +201,12 @@ func (h *ReconcileHandler) failLost(ctx context.Context, st *queue.State) (bool,
 	if err != nil || has {
 		return false, err
 	}
-	now := h.Now().UTC()
-	ok, err := h.Queue.FailLost(ctx, st, now, 24*time.Hour, ErrQueueLost)
+	ok, err := h.Queue.FailLost(ctx, st, h.Now().UTC(), 24*time.Hour, ErrQueueLost)
 	if err != nil || !ok {
 		return false, err
 	}
-	if err := h.recordLost(ctx, st, now); err != nil {
-		return false, err
-	}
-	h.Logger.Warn("job failed: its task was lost from the queue", "job_id", st.ID)
+	h.Logger.Warn("job failed: its task was lost from the queue (or its submit failed)", "job_id", st.ID)
 	return true, nil
-}
-
-// recordLost writes the failed record of a job that failLost failed at
-// the time at (zero: now).
-func (h *ReconcileHandler) recordLost(ctx context.Context, st *queue.State, at time.Time) error {
-	if at.IsZero() {
-		at = h.Now().UTC()
-	}
-	// A queued job may be waiting for a retry after an attempt that was
-	// answered and billed but not recorded (its job write failed): the
-	// ledger then has its entry, which the record shows.
-	billed, err := h.billed(ctx, st.ID)
-	if err != nil {
-		return err
-	}
-	msg := "the job's task was lost from the queue (Redis lost writes it had acknowledged, e.g. killed without appendfsync always); "
-	if billed != nil {
-		msg += "an attempt was answered and billed, but its answer was lost too; submit it again"
-	} else {
-		msg += "it did not run and is not billed; submit it again"
-	}
-	j := &claudeq.Job{
-		ID: st.ID, Kind: st.Kind, Status: claudeq.StatusFailed, UserID: st.UserID, Model: st.Model,
-		RequestHash: st.RequestHash, Attempts: st.Attempts, CreatedAt: st.CreatedAt, FinishedAt: &at,
-		Error: &claudeq.JobError{Type: ErrQueueLost, Message: msg},
-	}
-	if billed != nil {
-		j.CostMicros, j.Usage = billed.CostMicros, &billed.Usage
-	}
-	if hold, herr := h.Quota.Hold(ctx, st.ID); herr == nil {
-		j.Department = hold.Department
-	}
-	return h.Store.SaveJob(ctx, j)
 }
 
 // billed returns job id's ledger entry: an attempt that was answered and
