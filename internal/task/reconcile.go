@@ -125,7 +125,7 @@ func (h *ReconcileHandler) reconcileQuota(ctx context.Context) error {
 		}
 		j, err := h.Store.Job(ctx, id)
 		switch {
-		case err == nil && (j.Status == claudeq.StatusSucceeded || j.CostMicros > 0): // billed (a failed job with a cost: queue_lost after a billed attempt)
+		case err == nil && (j.Status == claudeq.StatusSucceeded || j.CostMicros > 0): // billed (a failed job with a cost: worker_lost after a billed attempt)
 			err = h.Quota.Settle(ctx, id, quotaMicros(j.CostMicros))
 			settled++
 		case err == nil:
