@@ -299,8 +299,8 @@ return 1
 // its state is still seen's (same status, same attempts): a worker that
 // starts the job in between wins, and one that starts it after finds it
 // failed and does not run it. The failed state's LastError is reason, so
-// that a caller that stopped before recording the job elsewhere can tell
-// later. It reports whether the job was failed.
+// that a poll can say why (the state is then the job's only record). It
+// reports whether the job was failed.
 func (q *Queue) FailLost(ctx context.Context, seen *State, at time.Time, ttl time.Duration, reason string) (bool, error) {
 	n, err := failLostScript.Run(ctx, q.rdb, []string{key(seen.ID)},
 		string(seen.Status), strconv.Itoa(seen.Attempts), ms(at), ttl.Milliseconds(), reason).Int()
