@@ -11,14 +11,19 @@
 // A [Table] maps model ids to one or more price [Version]s, each effective
 // from a date; the version whose EffectiveFrom is the latest one not after
 // the call's time applies (a call older than every version gets the oldest
-// one). Aliases (haiku, sonnet, opus) name the current model of each tier.
-// The embedded default ([Default]) holds the late-2026 list prices; [Load]
-// reads a YAML or JSON file that adds to or replaces it.
+// one). The embedded default ([Default]) holds the list prices of December
+// 2026 and the built-in model list ([Table.Catalog]: display names, release
+// dates, context and output limits), which stands in for a node's GET
+// /v1/models before it has been probed; [Load] reads a YAML or JSON file
+// that adds to or replaces both.
 //
-// A model id the table does not know is priced as the table's default tier
-// when one is configured, and [Priced].Fallback says so; with no default
-// tier it is refused with an error wrapping [ErrUnknownModel]. A cost is
-// never silently zero.
+// Every model id has a price ([Table.Resolve]): its own entry; else the
+// longest entry it starts with up to a "-" (a dated snapshot such as
+// claude-haiku-4-5-20251001 is priced as claude-haiku-4-5); else the dearest
+// entry of the family its id names (fable, mythos, opus, sonnet, haiku);
+// else the dearest entry of all. The last two are fallbacks, and
+// [Priced].Fallback says so. A cost is never zero because a price is
+// missing, and a model an upstream serves is never refused for want of one.
 //
 // # Rounding
 //

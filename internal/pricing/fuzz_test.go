@@ -25,7 +25,7 @@ func FuzzParse(f *testing.F) {
 		"models:\n  m:\n    - effective_from: 2026-01-01T12:30:00Z\n      input: 3\n      output: 15\n      cache_write_5m: 3.75\n      cache_write_1h: 6\n      cache_read: 0.3\n" +
 			"      long_prompt: {above_tokens: 200000, input: 6, output: 22.5, cache_write_5m: 7.5, cache_write_1h: 12, cache_read: 0.6}\n" +
 			"    - effective_from: 2027-01-01\n      input: 1\n      output: 1\n      cache_write_5m: 1\n      cache_write_1h: 1\n      cache_read: 1\n      batch_discount_percent: 99\n" +
-			"aliases: {small: M}\ndefault_tier: small\n",
+			"catalog: {m: {display_name: M, created_at: 2026-01-01, max_input_tokens: 1000, max_tokens: 100}}\n",
 		"models:\n  m:\n    - {effective_from: 2026-01-01, input: 1, output: 1, cache_write_5m: 1, cache_write_1h: 1, cache_read: 1,\n" +
 			"       long_prompt: {above_tokens: 10, input: 0.5, output: 0.5, cache_write_5m: 0.5, cache_write_1h: 0.5, cache_read: 0.5}}\n",
 		"models: {m: [{effective_from: 2026-01-01, input: 0, output: -1, cache_write_5m: 1e3, cache_write_1h: 0.0000001, cache_read: x, batch_discount_percent: 100}]}",
@@ -46,8 +46,8 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("a table without models")
 		}
 		for _, id := range models {
-			if got, fb, err := tab.Resolve(id); err != nil || got != id || fb {
-				t.Fatalf("Resolve(%q) = %q, %v, %v", id, got, fb, err)
+			if got, by := tab.Resolve(id); got != id || by != ByTable {
+				t.Fatalf("Resolve(%q) = %q, %v", id, got, by)
 			}
 			vs := tab.Versions(id)
 			for i, v := range vs {
@@ -75,6 +75,13 @@ func FuzzParse(f *testing.F) {
 		}
 		if a, w := dump(again), dump(tab); a != w {
 			t.Fatalf("round trip through\n%s\nchanged the table:\n%s\n%s", b, w, a)
+		}
+
+		// Any name has a price: its own, or a listed model's.
+		for _, name := range []string{string(data[:min(len(data), 40)]), "claude-opus-99", "gpt-5", ""} {
+			if id, _ := tab.Resolve(name); len(tab.Versions(id)) == 0 {
+				t.Fatalf("Resolve(%q) = %q, which has no price", name, id)
+			}
 		}
 
 		// Cost never exceeds Estimate for the same prompt and output.
@@ -113,9 +120,8 @@ func dump(t *Table) string {
 		}
 		b.WriteString("\n")
 	}
-	aliases, _ := json.Marshal(t.aliases)
-	b.Write(aliases)
-	b.WriteString("\n" + t.defaultTier + "|" + t.tierName)
+	catalog, _ := json.Marshal(t.catalog)
+	b.Write(catalog)
 	return b.String()
 }
 

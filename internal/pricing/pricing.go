@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -16,10 +16,6 @@ import (
 
 	"github.com/claudeq/claudeq/internal/claudeq"
 )
-
-// ErrUnknownModel is wrapped by the error Cost and Estimate return for a
-// model id the table does not list when no default tier is configured.
-var ErrUnknownModel = errors.New("model has no price")
 
 // Rates are the prices of the five token classes.
 type Rates struct {
@@ -66,22 +62,37 @@ type Version struct {
 type File struct {
 	// ReplaceDefaults drops the embedded table instead of adding to it.
 	ReplaceDefaults bool `json:"replace_defaults,omitempty" yaml:"replace_defaults,omitempty"`
-	// DefaultTier prices model ids that are not listed: a tier alias
-	// ("sonnet") or a model id. Empty (in every file read) refuses them.
-	DefaultTier string `json:"default_tier,omitempty" yaml:"default_tier,omitempty"`
-	// Aliases map short names to model ids, e.g. haiku → claude-haiku-5-5.
-	Aliases map[string]string `json:"aliases,omitempty" yaml:"aliases,omitempty"`
+	// DefaultTier and Aliases are no longer read: they are refused with a
+	// message saying what replaced them (see New).
+	DefaultTier string            `json:"default_tier,omitempty" yaml:"default_tier,omitempty"`
+	Aliases     map[string]string `json:"aliases,omitempty" yaml:"aliases,omitempty"`
 	// Models map a model id to its price versions.
 	Models map[string][]Version `json:"models" yaml:"models"`
+	// Catalog is the built-in model list: what is known of a model besides
+	// its price. It stands in for a node's GET /v1/models until the node
+	// has been probed, or when its list cannot be read.
+	Catalog map[string]ModelInfo `json:"catalog,omitempty" yaml:"catalog,omitempty"`
 }
 
-// Table is a versioned price table. It is immutable and safe for concurrent
-// use.
+// ModelInfo is one model of the built-in list.
+type ModelInfo struct {
+	DisplayName string `json:"display_name" yaml:"display_name"`
+	CreatedAt   Date   `json:"created_at" yaml:"created_at"`
+	// MaxInputTokens is the context window, MaxTokens the largest
+	// max_tokens; 0 (or absent) when unknown.
+	MaxInputTokens  int64 `json:"max_input_tokens,omitempty" yaml:"max_input_tokens,omitempty"`
+	MaxOutputTokens int64 `json:"max_tokens,omitempty" yaml:"max_tokens,omitempty"`
+}
+
+// Table is a versioned price table and the built-in model list. It is
+// immutable and safe for concurrent use.
 type Table struct {
-	models      map[string][]Version // sorted by EffectiveFrom, ascending
-	aliases     map[string]string
-	defaultTier string // "" or a key of models
-	tierName    string // DefaultTier as configured, for messages
+	models  map[string][]Version // sorted by EffectiveFrom, ascending
+	catalog []claudeq.Model      // the built-in model list, by id
+	dearest map[string]string    // family ("" for all models) → its dearest priced id
+	// onFallback, when set, is called by Cost for a model priced by
+	// fallback (WithFallbackHook).
+	onFallback func(model, pricedAs string)
 }
 
 //go:embed default.yaml
@@ -163,13 +174,10 @@ func merge(base, over File) (File, error) {
 		}
 		ids[k] = id
 	}
-	out := File{DefaultTier: base.DefaultTier, Aliases: map[string]string{}, Models: map[string][]Version{}}
-	if over.DefaultTier != "" {
-		out.DefaultTier = over.DefaultTier
-	}
-	for _, m := range []map[string]string{base.Aliases, over.Aliases} {
-		for k, v := range m {
-			out.Aliases[k] = v
+	out := File{DefaultTier: over.DefaultTier, Aliases: over.Aliases, Models: map[string][]Version{}, Catalog: map[string]ModelInfo{}}
+	for _, c := range []map[string]ModelInfo{base.Catalog, over.Catalog} {
+		for id, mi := range c {
+			out.Catalog[strings.ToLower(strings.TrimSpace(id))] = mi
 		}
 	}
 	for id, vs := range base.Models {
@@ -195,8 +203,16 @@ func merge(base, over File) (File, error) {
 
 // New validates f and builds its table.
 func New(f File) (*Table, error) {
-	t := &Table{models: map[string][]Version{}, aliases: map[string]string{}}
+	t := &Table{models: map[string][]Version{}, dearest: map[string]string{}}
 	var errs []error
+	if f.DefaultTier != "" {
+		errs = append(errs, errors.New("default_tier: no longer read: a model without a price is priced as the dearest model of its family "+
+			"(or of all), and says so (priced_by: fallback); remove the line, and add the model's prices instead"))
+	}
+	if len(f.Aliases) > 0 {
+		errs = append(errs, errors.New("aliases: no longer read from the price file: haiku, sonnet, opus and fable name the newest served model "+
+			"of their family; pin one with CLAUDEQ_MODEL_ALIASES (e.g. sonnet=claude-sonnet-5-5)"))
+	}
 	for id, vs := range f.Models {
 		written := id
 		id = strings.ToLower(strings.TrimSpace(id))
@@ -237,84 +253,138 @@ func New(f File) (*Table, error) {
 		}
 		t.models[id] = vs
 	}
-	for a, id := range f.Aliases {
-		a, id = strings.ToLower(strings.TrimSpace(a)), strings.ToLower(strings.TrimSpace(id))
+	for id, mi := range f.Catalog {
+		id = strings.ToLower(strings.TrimSpace(id))
+		switch {
+		case id == "":
+			errs = append(errs, errors.New("catalog: an entry has no id"))
+			continue
+		case mi.MaxInputTokens < 0 || mi.MaxOutputTokens < 0:
+			errs = append(errs, fmt.Errorf("catalog: %s: max_input_tokens and max_tokens must not be negative", id))
+		}
 		if _, ok := t.models[id]; !ok {
-			errs = append(errs, fmt.Errorf("alias %s: model %q has no prices", a, id))
+			if _, by := t.resolve(id); by != ByTable {
+				// A listed model must never be served at a price guessed
+				// from another family.
+				errs = append(errs, fmt.Errorf("catalog: %s: has no price in models", id))
+			}
 		}
-		t.aliases[a] = id
+		t.catalog = append(t.catalog, claudeq.Model{ID: id, DisplayName: mi.DisplayName, CreatedAt: mi.CreatedAt.Time,
+			MaxInputTokens: mi.MaxInputTokens, MaxOutputTokens: mi.MaxOutputTokens})
 	}
-	if tier := strings.ToLower(strings.TrimSpace(f.DefaultTier)); tier != "" {
-		id, ok := t.lookup(tier)
-		if !ok {
-			errs = append(errs, fmt.Errorf("default_tier %q: neither an alias nor a priced model", f.DefaultTier))
-		}
-		t.defaultTier, t.tierName = id, tier
-	}
+	sort.Slice(t.catalog, func(i, j int) bool { return t.catalog[i].ID < t.catalog[j].ID })
 	if len(t.models) == 0 {
 		errs = append(errs, errors.New("no models"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
+	for id := range t.models {
+		for _, fam := range []string{"", claudeq.FamilyOf(id)} {
+			if cur, ok := t.dearest[fam]; !ok || dearer(t.latest(id), t.latest(cur), id, cur) {
+				t.dearest[fam] = id
+			}
+		}
+	}
 	return t, nil
 }
 
-var dateSuffix = regexp.MustCompile(`-\d{8}$`)
+// latest returns a model's newest price version.
+func (t *Table) latest(id string) Version {
+	vs := t.models[id]
+	return vs[len(vs)-1]
+}
 
-// lookup resolves an alias, an id, or an id with a -YYYYMMDD snapshot
-// suffix ("claude-haiku-4-5-20251001") to a priced id.
-func (t *Table) lookup(name string) (string, bool) {
-	name = strings.ToLower(strings.TrimSpace(name))
-	if id, ok := t.aliases[name]; ok {
-		name = id
+// dearer reports whether a (of id ai) costs more than b (of id bi):
+// output first, then input, then the long-prompt band's output; ids break
+// ties so that the choice does not depend on map order.
+func dearer(a, b Version, ai, bi string) bool {
+	lp := func(v Version) Rate {
+		if v.LongPrompt != nil {
+			return v.LongPrompt.Output
+		}
+		return v.Output
 	}
+	switch {
+	case a.Output != b.Output:
+		return a.Output > b.Output
+	case a.Input != b.Input:
+		return a.Input > b.Input
+	case lp(a) != lp(b):
+		return lp(a) > lp(b)
+	}
+	return ai < bi
+}
+
+// How a model's price was found (Priced.By).
+const (
+	// ByTable: the table lists the id, or the id is a dated snapshot or a
+	// variant of an id it lists: the longest listed id that the model id
+	// continues after a "-" with a snapshot date or a word, not a version
+	// number (claude-haiku-4-5-20251001 is claude-haiku-4-5; claude-fable-5-3
+	// is not claude-fable-5).
+	ByTable = "table"
+	// ByFallback: the table knows nothing of the id: it is priced as the
+	// dearest listed model of its family (fable, mythos, opus, sonnet,
+	// haiku), or of all models when its id names no family.
+	ByFallback = "fallback"
+)
+
+// versionNext reports whether rest (what follows a listed id and a "-")
+// starts with a version number: claude-fable-5-3 is another model than
+// claude-fable-5, while claude-haiku-4-5-20251001 (a snapshot date) and
+// claude-opus-4-8-fast (a word) are variants of the listed id.
+func versionNext(rest string) bool {
+	seg, _, _ := strings.Cut(rest, "-")
+	if seg == "" || len(seg) == 8 {
+		return false
+	}
+	for _, c := range seg {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// resolve finds the priced id of model, and how.
+func (t *Table) resolve(model string) (string, string) {
+	name := strings.ToLower(strings.TrimSpace(model))
 	if _, ok := t.models[name]; ok {
-		return name, true
+		return name, ByTable
 	}
-	if base := dateSuffix.ReplaceAllString(name, ""); base != name {
-		if _, ok := t.models[base]; ok {
-			return base, true
+	best := ""
+	for id := range t.models {
+		if len(id) > len(best) && strings.HasPrefix(name, id+"-") && !versionNext(name[len(id)+1:]) {
+			best = id
 		}
 	}
-	return "", false
+	if best != "" {
+		return best, ByTable
+	}
+	if id, ok := t.dearest[claudeq.FamilyOf(name)]; ok {
+		return id, ByFallback
+	}
+	return t.dearest[""], ByFallback
 }
 
-// Resolve returns the model id whose prices apply to model, and whether
-// that is the default tier standing in for an unknown id. With no default
-// tier an unknown id is a KindInvalidRequest error wrapping ErrUnknownModel.
-func (t *Table) Resolve(model string) (id string, fallback bool, err error) {
-	if id, ok := t.lookup(model); ok {
-		return id, false, nil
-	}
-	if t.defaultTier != "" {
-		return t.defaultTier, true, nil
-	}
-	return "", false, &claudeq.Error{
-		Kind: claudeq.KindInvalidRequest, Op: "pricing.Resolve", Err: ErrUnknownModel,
-		Msg: fmt.Sprintf("model %q has no price in claudeq's price table (and no default tier is configured)", model),
-	}
-}
+// Resolve returns the priced model id whose prices apply to model, and how
+// it was found (ByTable or ByFallback). Every model has a price: one the
+// table does not know is priced as the dearest of its family, or of all.
+func (t *Table) Resolve(model string) (id, by string) { return t.resolve(model) }
 
-// WithDefaultTier returns a copy of t whose unknown models are priced as
-// tier (an alias or a priced id), or refused when tier is empty. For a
-// default tier set by configuration rather than in the price file.
-func (t *Table) WithDefaultTier(tier string) (*Table, error) {
+// WithFallbackHook returns a copy of t that calls fn(model, pricedAs) from
+// Cost each time a model is priced by fallback, for the counter and the
+// warning that tell the operator to add its price. fn must be safe for
+// concurrent use and must not block.
+func (t *Table) WithFallbackHook(fn func(model, pricedAs string)) *Table {
 	c := *t
-	c.defaultTier, c.tierName = "", ""
-	if tier = strings.ToLower(strings.TrimSpace(tier)); tier != "" {
-		id, ok := t.lookup(tier)
-		if !ok {
-			return nil, fmt.Errorf("pricing: default tier %q: neither an alias nor a priced model", tier)
-		}
-		c.defaultTier, c.tierName = id, tier
-	}
-	return &c, nil
+	c.onFallback = fn
+	return &c
 }
 
-// DefaultTier returns the configured default tier ("" when unknown models
-// are refused).
-func (t *Table) DefaultTier() string { return t.tierName }
+// Catalog returns the built-in model list, sorted by id.
+func (t *Table) Catalog() []claudeq.Model { return slices.Clone(t.catalog) }
 
 // Models returns the priced model ids, sorted.
 func (t *Table) Models() []string {
@@ -362,8 +432,8 @@ type Priced struct {
 	Requested string `json:"requested"`
 	// Model is the id whose prices were applied.
 	Model string `json:"model"`
-	// Fallback is true when Requested is not in the table and was priced
-	// as the default tier (Model).
+	// Fallback is true when the table knows nothing of Requested and it
+	// was priced as the dearest model of its family, or of all (Model).
 	Fallback bool `json:"fallback,omitempty"`
 	// EffectiveFrom is the date of the price version applied.
 	EffectiveFrom time.Time `json:"effective_from"`
@@ -375,13 +445,21 @@ type Priced struct {
 	Breakdown Breakdown `json:"breakdown"`
 }
 
+// By returns how the price was found: ByTable or ByFallback.
+func (p Priced) By() string {
+	if p.Fallback {
+		return ByFallback
+	}
+	return ByTable
+}
+
 // Note returns a sentence for logs and response headers when the price is
 // a fallback, else "".
 func (p Priced) Note() string {
 	if !p.Fallback {
 		return ""
 	}
-	return fmt.Sprintf("model %q is not in the price table; priced as %s", p.Requested, p.Model)
+	return fmt.Sprintf("model %q is not in the price table; priced as %s, the dearest model of its family or of all (add its price with CLAUDEQ_PRICING_FILE)", p.Requested, p.Model)
 }
 
 // Cost prices one finished call of model with usage u, made at at, with the
@@ -392,10 +470,8 @@ func (p Priced) Note() string {
 // is absent) are priced as 5-minute writes. Negative token counts are a
 // KindInvalidRequest error.
 func (t *Table) Cost(model string, u claudeq.Usage, batch bool, at time.Time) (Micros, Priced, error) {
-	id, fallback, err := t.Resolve(model)
-	if err != nil {
-		return 0, Priced{Requested: model}, err
-	}
+	id, by := t.resolve(model)
+	fallback := by == ByFallback
 	if u.InputTokens < 0 || u.OutputTokens < 0 || u.CacheCreationInputTokens < 0 || u.CacheReadInputTokens < 0 ||
 		(u.CacheCreation != nil && (u.CacheCreation.Ephemeral5mInputTokens < 0 || u.CacheCreation.Ephemeral1hInputTokens < 0)) {
 		return 0, Priced{Requested: model}, claudeq.Errorf(claudeq.KindInvalidRequest, "negative token count in usage")
@@ -424,7 +500,28 @@ func (t *Table) Cost(model string, u claudeq.Usage, batch bool, at time.Time) (M
 		CacheWrite1h: classCost(w1, r.CacheWrite1h, d),
 		CacheRead:    classCost(u.CacheReadInputTokens, r.CacheRead, d),
 	}
+	if fallback && t.onFallback != nil {
+		t.onFallback(model, id)
+	}
 	return p.Breakdown.Total(), p, nil
+}
+
+// CostFor prices a finished call that asked for requested and was answered
+// by answered (the model id the upstream reported; "" when it reported
+// none): answered's own price when the table has one, else requested's
+// when the table has that (an upstream may report an id of its own for a
+// model it was asked for by a listed id), else the fallback. Errors are
+// Cost's.
+func (t *Table) CostFor(answered, requested string, u claudeq.Usage, batch bool, at time.Time) (Micros, Priced, error) {
+	if answered == "" {
+		answered = requested
+	}
+	if _, by := t.resolve(answered); by == ByFallback && requested != answered {
+		if _, rby := t.resolve(requested); rby == ByTable {
+			answered = requested
+		}
+	}
+	return t.Cost(answered, u, batch, at)
 }
 
 // Estimate returns the most a call of model can cost before it is made:
@@ -441,10 +538,8 @@ func (t *Table) Cost(model string, u claudeq.Usage, batch bool, at time.Time) (M
 // (EstimateInputTokens), the long-prompt band is assumed once inputTokens
 // is above 80 % of its threshold. Errors are those of Resolve.
 func (t *Table) Estimate(model string, inputTokens, maxOutputTokens int64, batch bool, at time.Time) (Micros, Priced, error) {
-	id, fallback, err := t.Resolve(model)
-	if err != nil {
-		return 0, Priced{Requested: model}, err
-	}
+	id, by := t.resolve(model)
+	fallback := by == ByFallback
 	v := t.version(id, at)
 	p := Priced{Requested: model, Model: id, Fallback: fallback, EffectiveFrom: v.EffectiveFrom.Time, Batch: batch}
 	r := v.Rates

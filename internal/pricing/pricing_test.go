@@ -5,7 +5,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,11 +26,20 @@ func TestDefaultTableMatchesReference(t *testing.T) {
 		in, out, w5, w1, rd string
 	}{
 		{name: "claude-haiku-5-5", in: "0.10", out: "0.50", w5: "0.125", w1: "0.20", rd: "0.01"},
-		{name: "claude-sonnet-5-5", in: "2", out: "10", w5: "2.50", w1: "4", rd: "0.20"},
+		{name: "claude-sonnet-5-5", in: "2", out: "10", w5: "2.50", w1: "4", rd: "0.10"},
+		{name: "claude-sonnet-5", in: "2", out: "10", w5: "2.50", w1: "4", rd: "0.20"},
 		{name: "claude-opus-5-5", in: "4", out: "20", w5: "5", w1: "8", rd: "0.20"},
+		{name: "claude-opus-5", in: "5", out: "25", w5: "6.25", w1: "10", rd: "0.50"},
+		{name: "claude-fable-5-2", in: "8", out: "40", w5: "10", w1: "16", rd: "0.20"},
+		{name: "claude-mythos-5-2", in: "8", out: "40", w5: "10", w1: "16", rd: "0.20"},
+		{name: "claude-fable-5-1", in: "10", out: "50", w5: "12.50", w1: "20", rd: "0.25"},
+		{name: "claude-fable-5", in: "10", out: "50", w5: "12.50", w1: "20", rd: "1.00"},
 		{name: "claude-haiku-4-5", in: "1", out: "5", w5: "1.25", w1: "2", rd: "0.10"},
+		{name: "claude-sonnet-4-6", in: "3", out: "15", w5: "3.75", w1: "6", rd: "0.30"},
 		{name: "claude-sonnet-4-5", in: "3", out: "15", w5: "3.75", w1: "6", rd: "0.30"},
+		{name: "claude-opus-4-8", in: "5", out: "25", w5: "6.25", w1: "10", rd: "0.50"},
 		{name: "claude-opus-4-5", in: "5", out: "25", w5: "6.25", w1: "10", rd: "0.50"},
+		{name: "claude-opus-4-1", in: "15", out: "75", w5: "18.75", w1: "30", rd: "1.50"},
 	}
 	tab := Default()
 	for _, tt := range tests {
@@ -42,26 +53,91 @@ func TestDefaultTableMatchesReference(t *testing.T) {
 			require.Equal(t, int64(50), v.BatchDiscountPercent)
 		})
 	}
-	for alias, id := range map[string]string{"haiku": "claude-haiku-5-5", "sonnet": "claude-sonnet-5-5", "opus": "claude-opus-5-5"} {
-		got, fb, err := tab.Resolve(alias)
-		require.NoError(t, err)
-		require.False(t, fb)
-		require.Equal(t, id, got)
+	// The built-in model list: every entry priced by its own line, with
+	// its limits.
+	cat := tab.Catalog()
+	require.Len(t, cat, 17)
+	for _, m := range cat {
+		id, by := tab.Resolve(m.ID)
+		require.Equal(t, ByTable, by, m.ID)
+		require.Equal(t, m.ID, id)
+		require.NotEmpty(t, m.DisplayName, m.ID)
+		require.False(t, m.CreatedAt.IsZero(), m.ID)
+		require.Positive(t, m.MaxInputTokens, m.ID)
+		require.Positive(t, m.MaxOutputTokens, m.ID)
 	}
-	require.Equal(t, "", tab.DefaultTier())
+	i := slices.IndexFunc(cat, func(m claudeq.Model) bool { return m.ID == "claude-haiku-4-5" })
+	require.Equal(t, claudeq.Model{ID: "claude-haiku-4-5", DisplayName: "Claude Haiku 4.5", CreatedAt: time.Date(2025, 10, 15, 0, 0, 0, 0, time.UTC),
+		MaxInputTokens: 200_000, MaxOutputTokens: 64_000}, cat[i])
+}
+
+// TestResolve: every model id has a price, found in this order: its own
+// line, the longest line it starts with up to a "-", the dearest line of
+// its family, the dearest line of all.
+func TestResolve(t *testing.T) {
+	t.Parallel()
+	tab := Default()
+	tests := []struct {
+		name, model, want, by string
+	}{
+		{name: "listed", model: "claude-opus-4-8", want: "claude-opus-4-8", by: ByTable},
+		{name: "any case", model: "Claude-Opus-4-8", want: "claude-opus-4-8", by: ByTable},
+		{name: "dated snapshot", model: "claude-haiku-4-5-20251001", want: "claude-haiku-4-5", by: ByTable},
+		{name: "dated snapshot listed as its own line", model: "claude-opus-4-20250514", want: "claude-opus-4-20250514", by: ByTable},
+		{name: "longest line at a dash", model: "claude-opus-5-5-fast", want: "claude-opus-5-5", by: ByTable},
+		{name: "a prefix not at a dash is not a match", model: "claude-opus-55", want: "claude-opus-4-0", by: ByFallback},
+		{name: "a longer version is another model", model: "claude-opus-5-7", want: "claude-opus-4-0", by: ByFallback},
+		{name: "unknown fable: the dearest fable", model: "claude-fable-5-3", want: "claude-fable-5", by: ByFallback},
+		{name: "unknown mythos", model: "claude-mythos-6", want: "claude-mythos-5", by: ByFallback},
+		{name: "unknown opus: the dearest opus (4.0 at $75 out; 4.1 ties, ids break it)", model: "claude-opus-9", want: "claude-opus-4-0", by: ByFallback},
+		{name: "unknown sonnet", model: "claude-sonnet-7", want: "claude-sonnet-4-5", by: ByFallback},
+		{name: "unknown haiku: haiku 4.5 ($5 out) is dearer than 5.5", model: "claude-haiku-6", want: "claude-haiku-4-5", by: ByFallback},
+		{name: "no family: the dearest of all", model: "claude-nova-1", want: "claude-opus-4-0", by: ByFallback},
+		{name: "empty", model: "", want: "claude-opus-4-0", by: ByFallback},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			id, by := tab.Resolve(tt.model)
+			require.Equal(t, tt.want, id)
+			require.Equal(t, tt.by, by)
+		})
+	}
+}
+
+func TestFallbackHook(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	var seen []string
+	tab := Default().WithFallbackHook(func(model, as string) {
+		mu.Lock()
+		defer mu.Unlock()
+		seen = append(seen, model+"="+as)
+	})
+	c, p, err := tab.Cost("claude-fable-5-3", claudeq.Usage{InputTokens: 1000, OutputTokens: 1000}, false, now)
+	require.NoError(t, err)
+	require.Equal(t, Micros(10_000+50_000), c, "never zero: priced as the dearest fable")
+	require.True(t, p.Fallback)
+	require.Equal(t, ByFallback, p.By())
+	require.Contains(t, p.Note(), "claude-fable-5-3")
+	_, p, err = tab.Cost("claude-fable-5-2", claudeq.Usage{InputTokens: 1000}, false, now)
+	require.NoError(t, err)
+	require.Equal(t, ByTable, p.By())
+	est, p, err := tab.Estimate("claude-fable-5-3", 1000, 1000, false, now)
+	require.NoError(t, err)
+	require.True(t, p.Fallback)
+	require.GreaterOrEqual(t, est, c, "the reservation uses the same price")
+	require.Equal(t, []string{"claude-fable-5-3=claude-fable-5"}, seen, "Cost calls the hook, Estimate does not")
+	_, _, err = Default().Cost("claude-fable-5-3", claudeq.Usage{}, false, now)
+	require.NoError(t, err)
+	require.Len(t, seen, 1, "the shared default table has no hook")
 }
 
 func TestCost(t *testing.T) {
 	t.Parallel()
 	tab := Default()
-	merged, err := merge(mustDecode(t, defaultYAML), File{DefaultTier: "sonnet"})
-	require.NoError(t, err)
-	withTier, err := New(merged)
-	require.NoError(t, err)
-
 	tests := []struct {
 		name      string
-		table     *Table
 		model     string
 		usage     claudeq.Usage
 		batch     bool
@@ -77,7 +153,7 @@ func TestCost(t *testing.T) {
 		{name: "every class with 5m/1h split", model: "claude-sonnet-5-5",
 			usage: claudeq.Usage{InputTokens: 1234, OutputTokens: 567, CacheCreationInputTokens: 1000, CacheReadInputTokens: 2000,
 				CacheCreation: &claudeq.CacheCreation{Ephemeral5mInputTokens: 400, Ephemeral1hInputTokens: 600}},
-			want: 2468 + 5670 + 1000 + 2400 + 400, breakdown: Breakdown{Input: 2468, Output: 5670, CacheWrite5m: 1000, CacheWrite1h: 2400, CacheRead: 400}},
+			want: 2468 + 5670 + 1000 + 2400 + 200, breakdown: Breakdown{Input: 2468, Output: 5670, CacheWrite5m: 1000, CacheWrite1h: 2400, CacheRead: 200}},
 		{name: "no split: all cache writes are 5m", model: "claude-sonnet-5-5",
 			usage: claudeq.Usage{CacheCreationInputTokens: 1000}, want: 2500, breakdown: Breakdown{CacheWrite5m: 2500}},
 		{name: "split not covering the total: rest is 5m", model: "claude-sonnet-5-5",
@@ -90,7 +166,7 @@ func TestCost(t *testing.T) {
 		{name: "batch halves every class", model: "claude-sonnet-5-5", batch: true,
 			usage: claudeq.Usage{InputTokens: 1_000_000, OutputTokens: 1000, CacheCreationInputTokens: 1000, CacheReadInputTokens: 1000,
 				CacheCreation: &claudeq.CacheCreation{Ephemeral5mInputTokens: 500, Ephemeral1hInputTokens: 500}},
-			want: 1_000_000 + 5000 + 625 + 1000 + 100, breakdown: Breakdown{Input: 1_000_000, Output: 5000, CacheWrite5m: 625, CacheWrite1h: 1000, CacheRead: 100}},
+			want: 1_000_000 + 5000 + 625 + 1000 + 50, breakdown: Breakdown{Input: 1_000_000, Output: 5000, CacheWrite5m: 625, CacheWrite1h: 1000, CacheRead: 50}},
 		{name: "batch rounds up", model: "claude-haiku-5-5", batch: true, usage: claudeq.Usage{CacheReadInputTokens: 3},
 			want: 1, breakdown: Breakdown{CacheRead: 1}},
 		{name: "haiku at exactly 100K prompt: base band", model: "claude-haiku-5-5", usage: claudeq.Usage{InputTokens: 100_000, OutputTokens: 1000},
@@ -108,29 +184,20 @@ func TestCost(t *testing.T) {
 		{name: "opus 4.5 output", model: "claude-opus-4-5", usage: claudeq.Usage{OutputTokens: 10_000}, want: 250_000, breakdown: Breakdown{Output: 250_000}},
 		{name: "opus 5.5 input and output", model: "claude-opus-5-5", usage: claudeq.Usage{InputTokens: 3000, OutputTokens: 500}, want: 12_000 + 10_000,
 			breakdown: Breakdown{Input: 12_000, Output: 10_000}},
-		{name: "alias, any case", model: "Sonnet", usage: claudeq.Usage{OutputTokens: 100}, want: 1000, breakdown: Breakdown{Output: 1000}, priced: "claude-sonnet-5-5"},
+		{name: "id in another case", model: "Claude-Sonnet-5-5", usage: claudeq.Usage{OutputTokens: 100}, want: 1000, breakdown: Breakdown{Output: 1000}, priced: "claude-sonnet-5-5"},
 		{name: "dated snapshot id", model: "claude-haiku-4-5-20251001", usage: claudeq.Usage{InputTokens: 1000}, want: 1000, breakdown: Breakdown{Input: 1000}, priced: "claude-haiku-4-5"},
 		{name: "zero usage costs zero", model: "claude-opus-5-5", want: 0},
-		{name: "unknown model refused without default tier", model: "claude-opus-9", usage: claudeq.Usage{InputTokens: 1}, wantErr: claudeq.KindInvalidRequest},
-		{name: "unknown model priced as default tier", table: withTier, model: "claude-opus-9", usage: claudeq.Usage{InputTokens: 1000},
-			want: 2000, breakdown: Breakdown{Input: 2000}, priced: "claude-sonnet-5-5", fallback: true},
+		{name: "unknown model priced as the dearest of its family", model: "claude-opus-9", usage: claudeq.Usage{InputTokens: 1000},
+			want: 15_000, breakdown: Breakdown{Input: 15_000}, priced: "claude-opus-4-0", fallback: true},
 		{name: "negative tokens", model: "claude-opus-5-5", usage: claudeq.Usage{InputTokens: -1}, wantErr: claudeq.KindInvalidRequest},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			tb := tab
-			if tt.table != nil {
-				tb = tt.table
-			}
-			got, p, err := tb.Cost(tt.model, tt.usage, tt.batch, now)
+			got, p, err := tab.Cost(tt.model, tt.usage, tt.batch, now)
 			if tt.wantErr != claudeq.KindInternal {
 				require.Error(t, err)
 				require.Equal(t, tt.wantErr, claudeq.ErrorKind(err))
-				if strings.Contains(tt.name, "unknown") {
-					require.ErrorIs(t, err, ErrUnknownModel)
-					require.Contains(t, claudeq.ErrorMessage(err), tt.model)
-				}
 				return
 			}
 			require.NoError(t, err)
@@ -209,26 +276,22 @@ func TestEstimate(t *testing.T) {
 		want     Micros
 		long     bool
 		fallback bool
-		wantErr  bool
 	}{
 		// Input at the dearest input class (1h cache write, $4), output at max_tokens, +3 rounding headroom.
-		{name: "sonnet", model: "sonnet", in: 1000, out: 1000, want: 4000 + 10_000 + 3},
-		{name: "sonnet batch", model: "sonnet", in: 1000, out: 1000, batch: true, want: 2000 + 5000 + 3},
+		{name: "sonnet", model: "claude-sonnet-5-5", in: 1000, out: 1000, want: 4000 + 10_000 + 3},
+		{name: "sonnet batch", model: "claude-sonnet-5-5", in: 1000, out: 1000, batch: true, want: 2000 + 5000 + 3},
 		{name: "haiku below 80% of the long-prompt threshold", model: "claude-haiku-5-5", in: 80_000, out: 1000, want: 16_000 + 500 + 3},
 		{name: "haiku above 80% assumes the long band", model: "claude-haiku-5-5", in: 80_001, out: 1000, want: 80_001 + 2500 + 3, long: true},
-		{name: "unknown model refused", model: "gpt-5", in: 10, out: 10, wantErr: true},
+		{name: "unknown model: the dearest of all (opus 4: $30 1h write, $75 out)", model: "gpt-5", in: 1000, out: 1000, want: 30_000 + 75_000 + 3, fallback: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			got, p, err := tab.Estimate(tt.model, tt.in, tt.out, tt.batch, now)
-			if tt.wantErr {
-				require.ErrorIs(t, err, ErrUnknownModel)
-				return
-			}
 			require.NoError(t, err)
 			require.Equal(t, tt.want, got)
 			require.Equal(t, tt.long, p.LongPrompt)
+			require.Equal(t, tt.fallback, p.Fallback)
 		})
 	}
 }
@@ -274,61 +337,61 @@ func TestLoad(t *testing.T) {
 		wantErr string
 		check   func(t *testing.T, tab *Table)
 	}{
-		{name: "yaml adds a version and a default tier, keeps the rest",
+		{name: "yaml adds a version, a model and its catalog entry, keeps the rest",
 			path: write("a.yaml", `
-default_tier: haiku
 models:
   claude-sonnet-5-5:
-    - effective_from: 2026-10-07
-      input: 2
+    - effective_from: 2026-12-01
+      input: 1.5
       output: 10
       cache_write_5m: 2.50
       cache_write_1h: 4
       cache_read: 0.10
       batch_discount_percent: 50
+  claude-fable-5-3:
+    - {effective_from: 2026-12-01, input: 6, output: 30, cache_write_5m: 7.5, cache_write_1h: 12, cache_read: 0.15}
+catalog:
+  claude-fable-5-3: {display_name: Claude Fable 5.3, created_at: 2026-12-01, max_input_tokens: 2000000, max_tokens: 128000}
 `),
 			check: func(t *testing.T, tab *Table) {
-				require.Len(t, tab.Versions("claude-sonnet-5-5"), 2)
-				c, _, err := tab.Cost("sonnet", claudeq.Usage{CacheReadInputTokens: 1_000_000}, false, now)
+				require.Len(t, tab.Versions("claude-sonnet-5-5"), 3)
+				c, _, err := tab.Cost("claude-sonnet-5-5", claudeq.Usage{InputTokens: 1_000_000}, false, time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC))
 				require.NoError(t, err)
-				require.Equal(t, Micros(100_000), c)
-				c, _, err = tab.Cost("sonnet", claudeq.Usage{CacheReadInputTokens: 1_000_000}, false, time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC))
+				require.Equal(t, Micros(1_500_000), c)
+				c, _, err = tab.Cost("claude-sonnet-5-5", claudeq.Usage{CacheReadInputTokens: 1_000_000}, false, time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC))
 				require.NoError(t, err)
 				require.Equal(t, Micros(200_000), c)
 				require.Contains(t, tab.Models(), "claude-opus-4-5")
-				_, p, err := tab.Cost("claude-nova-1", claudeq.Usage{InputTokens: 10}, false, now)
-				require.NoError(t, err)
-				require.True(t, p.Fallback)
-				require.Equal(t, "claude-haiku-5-5", p.Model)
-				require.Equal(t, "haiku", tab.DefaultTier())
+				id, by := tab.Resolve("claude-fable-5-3")
+				require.Equal(t, "claude-fable-5-3", id)
+				require.Equal(t, ByTable, by)
+				require.Len(t, tab.Catalog(), 18)
 			}},
 		{name: "json replaces a same-date version", path: write("b.json",
 			`{"models":{"claude-opus-5-5":[{"effective_from":"2026-01-01","input":4.5,"output":20,"cache_write_5m":5,"cache_write_1h":8,"cache_read":"0.20","batch_discount_percent":50}]}}`),
 			check: func(t *testing.T, tab *Table) {
 				require.Len(t, tab.Versions("claude-opus-5-5"), 1)
-				c, _, err := tab.Cost("opus", claudeq.Usage{InputTokens: 1_000_000}, false, now)
+				c, _, err := tab.Cost("claude-opus-5-5", claudeq.Usage{InputTokens: 1_000_000}, false, now)
 				require.NoError(t, err)
 				require.Equal(t, Micros(4_500_000), c)
 			}},
 		{name: "replace_defaults stands alone", path: write("c.yaml", `
 replace_defaults: true
-aliases: {small: tiny-1}
 models:
   tiny-1: [{effective_from: 2026-01-01, input: 1, output: 1, cache_write_5m: 1, cache_write_1h: 1, cache_read: 1}]
 `),
 			check: func(t *testing.T, tab *Table) {
 				require.Equal(t, []string{"tiny-1"}, tab.Models())
-				_, _, err := tab.Cost("sonnet", claudeq.Usage{}, false, now)
-				require.ErrorIs(t, err, ErrUnknownModel)
-				id, _, err := tab.Resolve("small")
-				require.NoError(t, err)
+				require.Empty(t, tab.Catalog())
+				id, by := tab.Resolve("claude-sonnet-5-5")
 				require.Equal(t, "tiny-1", id)
+				require.Equal(t, ByFallback, by)
 			}},
 		{name: "an id in other case replaces the same model's version", path: write("b2.yaml",
 			`models: {Claude-Opus-5-5: [{effective_from: 2026-01-01, input: 4.5, output: 20, cache_write_5m: 5, cache_write_1h: 8, cache_read: 0.2}]}`),
 			check: func(t *testing.T, tab *Table) {
 				require.Len(t, tab.Versions("claude-opus-5-5"), 1)
-				c, _, err := tab.Cost("opus", claudeq.Usage{InputTokens: 1_000_000}, false, now)
+				c, _, err := tab.Cost("claude-opus-5-5", claudeq.Usage{InputTokens: 1_000_000}, false, now)
 				require.NoError(t, err)
 				require.Equal(t, Micros(4_500_000), c)
 			}},
@@ -337,8 +400,9 @@ models:
 		{name: "too many decimals", path: write("e.yaml", `models: {x: [{effective_from: 2026-01-01, input: 0.1234567, output: 1, cache_write_5m: 1, cache_write_1h: 1, cache_read: 1}]}`), wantErr: "more than 6 decimals"},
 		{name: "negative price", path: write("f.yaml", `models: {x: [{effective_from: 2026-01-01, input: -1, output: 1, cache_write_5m: 1, cache_write_1h: 1, cache_read: 1}]}`), wantErr: "negative"},
 		{name: "missing price is not a silent zero", path: write("g.yaml", `models: {x: [{effective_from: 2026-01-01, input: 1, output: 1, cache_write_5m: 1, cache_write_1h: 1}]}`), wantErr: "cache_read: must be a positive price"},
-		{name: "alias to an unpriced model", path: write("h.yaml", "aliases: {opus: claude-opus-9}\n"), wantErr: `alias opus: model "claude-opus-9" has no prices`},
-		{name: "default tier unknown", path: write("i.yaml", "default_tier: mega\n"), wantErr: `default_tier "mega"`},
+		{name: "aliases moved to CLAUDEQ_MODEL_ALIASES", path: write("h.yaml", "aliases: {opus: claude-opus-5-5}\n"), wantErr: "CLAUDEQ_MODEL_ALIASES"},
+		{name: "default tier replaced by the family fallback", path: write("i.yaml", "default_tier: sonnet\n"), wantErr: "default_tier: no longer read"},
+		{name: "a catalog entry without a price", path: write("i2.yaml", "catalog: {claude-nova-1: {display_name: Nova, created_at: 2026-01-01}}\n"), wantErr: "catalog: claude-nova-1: has no price"},
 		{name: "bad date", path: write("j.yaml", `models: {x: [{effective_from: 07/10/2026, input: 1, output: 1, cache_write_5m: 1, cache_write_1h: 1, cache_read: 1}]}`), wantErr: "YYYY-MM-DD"},
 		{name: "batch discount of 100%", path: write("k.yaml", `models: {x: [{effective_from: 2026-01-01, input: 1, output: 1, cache_write_5m: 1, cache_write_1h: 1, cache_read: 1, batch_discount_percent: 100}]}`), wantErr: "0–99"},
 		{name: "one id in two cases", path: write("l.yaml", "replace_defaults: true\nmodels:\n  X: [{effective_from: 2026-01-01, input: 1, output: 1, cache_write_5m: 1, cache_write_1h: 1, cache_read: 1}]\n"+
@@ -359,23 +423,8 @@ models:
 	}
 }
 
-func TestWithDefaultTier(t *testing.T) {
+func TestParseUSD(t *testing.T) {
 	t.Parallel()
-	tab, err := Default().WithDefaultTier("Opus")
-	require.NoError(t, err)
-	_, p, err := tab.Cost("claude-opus-4-8-preview", claudeq.Usage{OutputTokens: 1000}, false, now)
-	require.NoError(t, err)
-	require.Equal(t, Priced{Requested: "claude-opus-4-8-preview", Model: "claude-opus-5-5", Fallback: true,
-		EffectiveFrom: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), Breakdown: Breakdown{Output: 20_000}}, p)
-	_, _, err = Default().Cost("claude-opus-4-8-preview", claudeq.Usage{}, false, now)
-	require.ErrorIs(t, err, ErrUnknownModel, "the shared default table is unchanged")
-	off, err := tab.WithDefaultTier("")
-	require.NoError(t, err)
-	_, _, err = off.Cost("claude-opus-4-8-preview", claudeq.Usage{}, false, now)
-	require.ErrorIs(t, err, ErrUnknownModel)
-	_, err = tab.WithDefaultTier("mega")
-	require.Error(t, err)
-
 	usd, err := ParseUSD("12.50")
 	require.NoError(t, err)
 	require.Equal(t, 12_500_000*Micros(1), usd)
