@@ -66,7 +66,7 @@ func TestRunServes(t *testing.T) {
 		{name: "message", method: http.MethodPost, path: "/v1/messages", body: `{"model":"claude-haiku-4-5","max_tokens":100,"messages":[{"role":"user","content":"ping"}]}`, headers: map[string]string{"x-api-key": "k"}, wantStatus: 200, wantBody: "Simulated reply to: ping."},
 		{name: "no key", method: http.MethodPost, path: "/v1/messages", body: `{}`, wantStatus: 401, wantBody: "authentication_error"},
 		{name: "fault header", method: http.MethodPost, path: "/v1/messages", body: `{}`, headers: map[string]string{"x-api-key": "k", "x-sim-fault": "529"}, wantStatus: 529, wantBody: "overloaded_error"},
-		{name: "models", method: http.MethodGet, path: "/v1/models", headers: map[string]string{"Authorization": "Bearer k"}, wantStatus: 200, wantBody: "claude-sonnet-4-5"},
+		{name: "models", method: http.MethodGet, path: "/v1/models", headers: map[string]string{"Authorization": "Bearer k"}, wantStatus: 200, wantBody: "claude-opus-4-8"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

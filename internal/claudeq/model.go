@@ -1,82 +1,219 @@
 package claudeq
 
 import (
-	"sort"
+	"slices"
+	"strconv"
 	"strings"
+	"time"
 )
 
-// Model is one Claude model the gateway may call.
+// Model families, in the order of their price: a family name is also the
+// alias of the newest served model of the family.
+const (
+	FamilyHaiku  = "haiku"
+	FamilySonnet = "sonnet"
+	FamilyOpus   = "opus"
+	FamilyMythos = "mythos"
+	FamilyFable  = "fable"
+)
+
+// Families are the known model families, cheapest first.
+var Families = []string{FamilyHaiku, FamilySonnet, FamilyOpus, FamilyMythos, FamilyFable}
+
+// Model is one Claude model, as an upstream node lists it (GET /v1/models)
+// or as the built-in list describes it. It is a plain value.
 type Model struct {
-	ID              string // full id sent upstream, e.g. "claude-sonnet-5-5"
-	Tier            string // "haiku", "sonnet" or "opus"
-	MaxOutputTokens int    // the largest max_tokens the model accepts
+	ID          string    // sent upstream, e.g. "claude-sonnet-5-5" or "claude-haiku-4-5-20251001"
+	DisplayName string    // e.g. "Claude Sonnet 5.5"
+	CreatedAt   time.Time // the release date; zero when unknown
+	// MaxInputTokens is the model's context window, MaxOutputTokens the
+	// largest max_tokens it accepts; 0 when unknown (the upstream decides).
+	MaxInputTokens  int64
+	MaxOutputTokens int64
 }
 
-// Catalog resolves the model names callers send (aliases and full ids) to
-// models. It is read-only after construction and safe for concurrent use.
-type Catalog struct {
-	models  map[string]Model
-	aliases map[string]string
-}
+// Family returns the model's family (FamilyOf its id).
+func (m Model) Family() string { return FamilyOf(m.ID) }
 
-// NewCatalog returns a catalog of models with aliases mapping a short name
-// (e.g. "sonnet") to a model id.
-func NewCatalog(models []Model, aliases map[string]string) *Catalog {
-	c := &Catalog{models: make(map[string]Model, len(models)), aliases: make(map[string]string, len(aliases))}
-	for _, m := range models {
-		c.models[m.ID] = m
+// FamilyOf returns the family named in a model id ("opus" for
+// "claude-opus-4-8"), or "" when the id names none of Families.
+func FamilyOf(id string) string {
+	for _, p := range strings.Split(strings.ToLower(id), "-") {
+		if slices.Contains(Families, p) {
+			return p
+		}
 	}
-	for a, id := range aliases {
-		c.aliases[strings.ToLower(a)] = id
+	return ""
+}
+
+// SnapshotBase returns id without a trailing -YYYYMMDD snapshot date, and
+// whether it had one: ("claude-haiku-4-5", true) for
+// "claude-haiku-4-5-20251001".
+func SnapshotBase(id string) (string, bool) {
+	i := strings.LastIndexByte(id, '-')
+	if i < 0 || len(id)-i-1 != 8 {
+		return id, false
+	}
+	for _, c := range id[i+1:] {
+		if c < '0' || c > '9' {
+			return id, false
+		}
+	}
+	return id[:i], true
+}
+
+// version returns the numbers of a model id other than a snapshot date:
+// [4 8] for "claude-opus-4-8", [5] for "claude-opus-5", [3 5] for
+// "claude-3-5-sonnet-20241022".
+func version(id string) []int {
+	base, _ := SnapshotBase(id)
+	var v []int
+	for _, p := range strings.Split(base, "-") {
+		if n, err := strconv.Atoi(p); err == nil {
+			v = append(v, n)
+		}
+	}
+	return v
+}
+
+// Newer reports whether a is a newer model than b: a higher version (by
+// the numbers in the id, "5-5" above "5" above "4-8"), then a later
+// release date, then a later snapshot date.
+func Newer(a, b Model) bool {
+	if c := slices.Compare(version(a.ID), version(b.ID)); c != 0 {
+		return c > 0
+	}
+	if !a.CreatedAt.Equal(b.CreatedAt) {
+		return a.CreatedAt.After(b.CreatedAt)
+	}
+	return a.ID > b.ID
+}
+
+// Catalog is the set of models the gateway serves: the union of what its
+// upstream nodes list, with aliases. It resolves the model names callers
+// send (aliases, ids, dated snapshot ids) to served models. It is
+// immutable and safe for concurrent use.
+type Catalog struct {
+	models []Model // newest first
+	byID   map[string]int
+	pins   map[string]string // alias → id, from configuration
+}
+
+// NewCatalog returns a catalog of models (duplicates by id keep the first).
+// pins map an alias (lower case) to a model id: a family name pinned there
+// stops resolving to the family's newest model, and any other name
+// becomes an alias too.
+func NewCatalog(models []Model, pins map[string]string) *Catalog {
+	c := &Catalog{byID: make(map[string]int, len(models)), pins: make(map[string]string, len(pins))}
+	for _, m := range models {
+		if _, dup := c.byID[m.ID]; dup || m.ID == "" {
+			continue
+		}
+		c.byID[m.ID] = 0
+		c.models = append(c.models, m)
+	}
+	slices.SortStableFunc(c.models, func(a, b Model) int {
+		switch {
+		case Newer(a, b):
+			return -1
+		case Newer(b, a):
+			return 1
+		}
+		return 0
+	})
+	for i, m := range c.models {
+		c.byID[m.ID] = i
+	}
+	for a, id := range pins {
+		c.pins[strings.ToLower(strings.TrimSpace(a))] = strings.TrimSpace(id)
 	}
 	return c
 }
 
-// DefaultCatalog is the built-in table of current models (late 2026).
-func DefaultCatalog() *Catalog {
-	return NewCatalog([]Model{
-		{ID: "claude-haiku-5-5", Tier: "haiku", MaxOutputTokens: 64000},
-		{ID: "claude-sonnet-5-5", Tier: "sonnet", MaxOutputTokens: 64000},
-		{ID: "claude-opus-5-5", Tier: "opus", MaxOutputTokens: 64000},
-		{ID: "claude-haiku-4-5", Tier: "haiku", MaxOutputTokens: 64000},
-		{ID: "claude-sonnet-4-5", Tier: "sonnet", MaxOutputTokens: 64000},
-		{ID: "claude-opus-4-5", Tier: "opus", MaxOutputTokens: 64000},
-	}, map[string]string{
-		"haiku":  "claude-haiku-5-5",
-		"sonnet": "claude-sonnet-5-5",
-		"opus":   "claude-opus-5-5",
-	})
-}
-
-// Resolve returns the model named by name, an alias or a full id.
+// Resolve returns the served model a caller's name stands for:
+//   - an alias pinned by configuration: the pinned id's model;
+//   - a family name ("opus"): the family's newest served model;
+//   - an id the catalog lists;
+//   - an id without a snapshot date whose dated snapshot is listed
+//     ("claude-haiku-4-5" when a node lists "claude-haiku-4-5-20251001"):
+//     the newest such snapshot;
+//   - a dated snapshot id whose undated id is listed: that model, with the
+//     dated id the caller asked for (nodes answer the snapshots of the
+//     models they list).
+//
+// Ids are matched exactly (model ids are lower case); aliases in any case.
+// ok is false when no served model matches.
 func (c *Catalog) Resolve(name string) (Model, bool) {
-	if id, ok := c.aliases[strings.ToLower(name)]; ok {
-		name = id
+	name = strings.TrimSpace(name)
+	alias := strings.ToLower(name)
+	if id, ok := c.pins[alias]; ok {
+		return c.Lookup(id)
 	}
-	m, ok := c.models[name]
-	return m, ok
+	if slices.Contains(Families, alias) {
+		for _, m := range c.models { // newest first
+			if m.Family() == alias {
+				return m, true
+			}
+		}
+		return Model{}, false
+	}
+	return c.Lookup(name)
 }
 
-// Names returns the aliases and ids the catalog accepts, sorted, for error
-// messages and /v1/models.
-func (c *Catalog) Names() []string {
-	out := make([]string, 0, len(c.models)+len(c.aliases))
-	for a := range c.aliases {
+// Lookup finds a model by id alone (no aliases): listed, a dated snapshot
+// of a listed id (returned with the dated id), or an undated id whose
+// dated snapshot is listed (the newest such snapshot).
+func (c *Catalog) Lookup(id string) (Model, bool) {
+	if i, ok := c.byID[id]; ok {
+		return c.models[i], true
+	}
+	if base, dated := SnapshotBase(id); dated {
+		if i, ok := c.byID[base]; ok {
+			m := c.models[i]
+			m.ID = id
+			return m, true
+		}
+		return Model{}, false
+	}
+	var best *Model
+	for i := range c.models {
+		if base, dated := SnapshotBase(c.models[i].ID); dated && base == id && (best == nil || c.models[i].ID > best.ID) {
+			best = &c.models[i]
+		}
+	}
+	if best != nil {
+		return *best, true
+	}
+	return Model{}, false
+}
+
+// Models returns the served models, newest first.
+func (c *Catalog) Models() []Model { return slices.Clone(c.models) }
+
+// Len returns the number of served models.
+func (c *Catalog) Len() int { return len(c.models) }
+
+// Aliases returns the names Resolve accepts besides ids: the families that
+// have a served model and the pinned aliases, sorted.
+func (c *Catalog) Aliases() []string {
+	var out []string
+	for _, f := range Families {
+		if _, ok := c.pins[f]; ok {
+			continue
+		}
+		if _, ok := c.Resolve(f); ok {
+			out = append(out, f)
+		}
+	}
+	for a := range c.pins {
 		out = append(out, a)
 	}
-	for id := range c.models {
-		out = append(out, id)
-	}
-	sort.Strings(out)
+	slices.Sort(out)
 	return out
 }
 
-// Models returns every model, sorted by id.
-func (c *Catalog) Models() []Model {
-	out := make([]Model, 0, len(c.models))
-	for _, m := range c.models {
-		out = append(out, m)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out
+// Pinned returns the id an alias is pinned to, if it is.
+func (c *Catalog) Pinned(alias string) (string, bool) {
+	id, ok := c.pins[strings.ToLower(strings.TrimSpace(alias))]
+	return id, ok
 }

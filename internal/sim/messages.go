@@ -74,9 +74,7 @@ func (s *Server) handleMessages(w http.ResponseWriter, r *http.Request, reqID st
 	var pr parsedRequest
 	pr, aerr = parseRequest(*buf, false)
 	if aerr == nil {
-		if _, ok := s.modelIndex[pr.model]; !ok {
-			aerr = &apiError{status: http.StatusNotFound, typ: errNotFound, msg: "model: " + pr.model}
-		}
+		aerr = s.checkModel(&pr, false)
 	}
 	if aerr != nil {
 		s.rejected.Add(1)
@@ -289,9 +287,7 @@ func (s *Server) handleCountTokens(w http.ResponseWriter, r *http.Request, reqID
 		putBuf(buf)
 	}
 	if aerr == nil {
-		if _, ok := s.modelIndex[pr.model]; !ok {
-			aerr = &apiError{status: http.StatusNotFound, typ: errNotFound, msg: "model: " + pr.model}
-		}
+		aerr = s.checkModel(&pr, true)
 	}
 	if aerr != nil {
 		s.writeError(w, reqID, aerr.status, aerr.typ, aerr.msg)

@@ -37,10 +37,14 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/claudeq/claudeq/internal/claudeq"
+	"github.com/claudeq/claudeq/internal/pricing"
 )
 
 // Config configures a [Server]. The zero value is usable: no latency, no
@@ -75,8 +79,16 @@ type Config struct {
 	// authentication_error.
 	APIKey string
 	// Models lists the served model IDs (default DefaultModels). Requests for
-	// other models fail with 404 not_found_error.
+	// other models fail with 404 not_found_error; a dated snapshot of a
+	// listed id (claude-haiku-4-5-20251001 for claude-haiku-4-5) is served,
+	// as the real API serves its snapshots. GET /v1/models reports each
+	// model's display name, release date and limits from claudeq's price
+	// table when it lists the id.
 	Models []string
+	// Catalog, when set, is the served list with display names, dates and
+	// limits of its own (fields left zero are filled as for Models); it
+	// takes precedence over Models. SetModels replaces it at runtime.
+	Catalog []claudeq.Model
 	// Logger receives debug logs per request (default: discard).
 	Logger *slog.Logger
 	// RequestLog, if set, receives one JSON line (a [RequestRecord]) per
@@ -86,12 +98,17 @@ type Config struct {
 	RequestLog io.Writer
 }
 
-// DefaultModels returns the model IDs served when Config.Models is empty.
+// DefaultModels returns the model IDs served when Config.Models is empty:
+// every model of claudeq's built-in model list (the price table's
+// catalog), so that the gateway's dev mode serves today's lineup.
 func DefaultModels() []string {
-	return []string{
-		"claude-haiku-5-5", "claude-sonnet-5-5", "claude-opus-5-5",
-		"claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-5",
+	cat := pricing.Default().Catalog()
+	slices.SortStableFunc(cat, func(a, b claudeq.Model) int { return b.CreatedAt.Compare(a.CreatedAt) }) // newest first, as the API lists them
+	ids := make([]string, len(cat))
+	for i, m := range cat {
+		ids[i] = m.ID
 	}
+	return ids
 }
 
 // Stats is a snapshot of a [Server]'s counters.
@@ -125,8 +142,7 @@ type Server struct {
 	timeout    time.Duration
 	drawSet    []string
 
-	models     []modelInfo
-	modelIndex map[string]int
+	models atomic.Pointer[modelSet]
 
 	jitter time.Duration
 	reqLog *requestLog // nil: no request log
@@ -185,11 +201,11 @@ func New(cfg Config) *Server {
 	}
 	s.drawSet = append([]string(nil), faults...)
 
-	ids := cfg.Models
-	if len(ids) == 0 {
-		ids = DefaultModels()
+	models := cfg.Catalog
+	if len(models) == 0 {
+		models = idsToModels(cfg.Models)
 	}
-	s.models, s.modelIndex = buildModels(ids)
+	s.SetModels(models)
 
 	seed := cfg.Seed
 	if seed == 0 {

@@ -19,10 +19,11 @@ import (
 	"github.com/anthropics/anthropic-sdk-go/v2/option"
 	"github.com/stretchr/testify/require"
 
+	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/sim"
 )
 
-const testModel = "claude-sonnet-4-5"
+const testModel = "claude-sonnet-4-6"
 
 // start runs a simulator on loopback for the duration of the test.
 func start(t *testing.T, cfg sim.Config) (*sim.Server, string) {
@@ -289,14 +290,54 @@ func TestModels(t *testing.T) {
 	require.Len(t, page.Data, 2)
 	require.Equal(t, ids[2], page.FirstID)
 
-	m, err := client.Models.Get(t.Context(), "claude-sonnet-4-5", anthropic.ModelGetParams{})
+	m, err := client.Models.Get(t.Context(), "claude-sonnet-4-6", anthropic.ModelGetParams{})
 	require.NoError(t, err)
-	require.Equal(t, "Claude Sonnet 4.5", m.DisplayName)
+	require.Equal(t, "Claude Sonnet 4.6", m.DisplayName)
+	require.Equal(t, "2026-02-17", m.CreatedAt.Format(time.DateOnly))
+	require.Equal(t, int64(1_000_000), m.MaxInputTokens)
+	require.Equal(t, int64(128_000), m.MaxTokens)
 
 	_, err = client.Models.Get(t.Context(), "claude-nope", anthropic.ModelGetParams{})
 	var apiErr *anthropic.Error
 	require.ErrorAs(t, err, &apiErr)
 	require.Equal(t, http.StatusNotFound, apiErr.StatusCode)
+}
+
+// TestModelLineup: the list can change at runtime; dated snapshots of a
+// listed id are served; a model's max_tokens limit is enforced.
+func TestModelLineup(t *testing.T) {
+	t.Parallel()
+	s, url := start(t, sim.Config{Catalog: []claudeq.Model{
+		{ID: "claude-haiku-4-5-20251001"}, {ID: "claude-opus-4-8"}, {ID: "claude-fable-5-3", MaxOutputTokens: 1000},
+	}})
+	client := newClient(url)
+	call := func(model string, maxTokens int64) error {
+		_, err := client.Messages.New(t.Context(), anthropic.MessageNewParams{Model: anthropic.Model(model), MaxTokens: maxTokens,
+			Messages: []anthropic.MessageParam{anthropic.NewUserMessage(anthropic.NewTextBlock("hi"))}})
+		return err
+	}
+	status := func(err error) int {
+		var apiErr *anthropic.Error
+		require.ErrorAs(t, err, &apiErr)
+		return apiErr.StatusCode
+	}
+	page, err := client.Models.List(t.Context(), anthropic.ModelListParams{})
+	require.NoError(t, err)
+	require.Len(t, page.Data, 3)
+	require.Equal(t, "Claude Haiku 4.5", page.Data[0].DisplayName, "the price table's name for a dated id")
+	require.Equal(t, int64(64_000), page.Data[0].MaxTokens)
+	require.Equal(t, "Claude Fable 5.3", page.Data[2].DisplayName)
+	require.Zero(t, page.Data[2].MaxInputTokens, "not reported when unknown")
+
+	require.NoError(t, call("claude-haiku-4-5", 10), "the undated id of a listed snapshot")
+	require.NoError(t, call("claude-opus-4-8-20260528", 10), "a dated snapshot of a listed id")
+	require.NoError(t, call("claude-fable-5-3", 1000))
+	require.Equal(t, http.StatusBadRequest, status(call("claude-fable-5-3", 1001)))
+	require.Equal(t, http.StatusNotFound, status(call("claude-opus-4-7", 10)))
+
+	s.SetModels([]claudeq.Model{{ID: "claude-opus-4-7"}})
+	require.Equal(t, http.StatusNotFound, status(call("claude-opus-4-8", 10)), "dropped from the list")
+	require.NoError(t, call("claude-opus-4-7", 10))
 }
 
 func TestFaultHeader(t *testing.T) {
@@ -702,7 +743,7 @@ func TestServeHTTPDirect(t *testing.T) {
 	require.Contains(t, rec.Body.String(), "<tag> &")
 }
 
-var benchBody = []byte(`{"model":"claude-sonnet-4-5","max_tokens":1024,"system":"You are a helpful assistant.",` +
+var benchBody = []byte(`{"model":"claude-sonnet-4-6","max_tokens":1024,"system":"You are a helpful assistant.",` +
 	`"messages":[{"role":"user","content":"Summarise the benefits of fair queuing for multi-tenant LLM gateways in three sentences."}]}`)
 
 // BenchmarkMessages measures a non-streaming /v1/messages request served
