@@ -119,6 +119,18 @@ type FleetOptions struct {
 	// Logger receives health transitions and Redis trouble (default:
 	// discard).
 	Logger *slog.Logger
+	// Builtin is the model list that stands in for a node's own (GET
+	// /v1/models) until a probe has read it, or when the node answers
+	// without one. Empty: such a node is sent any model its allow-list
+	// admits, and adds nothing to Catalog.
+	Builtin []claudeq.Model
+	// Aliases pin alias names to model ids in Catalog (CLAUDEQ_MODEL_ALIASES);
+	// a family name not pinned names the family's newest served model.
+	Aliases map[string]string
+	// CatalogTTL is how long the model lists read from Redis are reused
+	// (default DefaultCatalogTTL, 2 s): a list a probe changed reaches every
+	// process within it.
+	CatalogTTL time.Duration
 	// OnStart, if set, is called with the node's name just before a call
 	// is sent to it (after admission), and the function it returns just
 	// after the answer (or failure) came back: for per-node in-flight
@@ -187,6 +199,9 @@ func (o *FleetOptions) defaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.CatalogTTL <= 0 {
+		o.CatalogTTL = DefaultCatalogTTL
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -206,7 +221,7 @@ type Fleet struct {
 	anyTPM   bool
 	trialTTL time.Duration
 
-	kRR, kInflight, kInstances, kUsage string
+	kRR, kInflight, kInstances, kUsage, kModels string
 
 	snap      atomic.Pointer[snapshot]
 	mu        sync.Mutex // serialises snapshot writers
@@ -214,6 +229,9 @@ type Fleet struct {
 	rrLocal   atomic.Int64
 	lastWarn  atomic.Int64
 	bg        *redisbatch.Batcher // interactive.go: SetBackground
+
+	mods   atomic.Pointer[fleetModels] // models.go
+	modsMu sync.Mutex                  // one refresh at a time
 }
 
 type fleetNode struct {
@@ -266,11 +284,13 @@ func NewFleet(nodes []NodeConfig, o FleetOptions) (*Fleet, error) {
 		kInflight:  o.KeyPrefix + "inflight",
 		kInstances: o.KeyPrefix + "instances",
 		kUsage:     o.KeyPrefix + "usage:",
+		kModels:    o.KeyPrefix + "models",
 		trialTTL:   time.Minute,
 	}
 	if o.Timeout > 0 {
 		f.trialTTL = o.Timeout + 5*time.Second
 	}
+	f.o.Builtin = slices.Clone(o.Builtin)
 	for i, nc := range nodes {
 		nc.Models = slices.Clone(nc.Models)
 		p := o.KeyPrefix
@@ -364,8 +384,9 @@ func (f *Fleet) pick(ctx context.Context, model string, avoid, exclude []string)
 	nPref, nFall := 0, 0
 	serving := false
 	var earliest int64
+	mods := f.models(ctx)
 	for i, n := range f.nodes {
-		if n.cfg.Weight == 0 || (len(n.cfg.Models) > 0 && !n.cfg.serves(model)) {
+		if n.cfg.Weight == 0 || !mods.servesModel(f, i, model) {
 			continue
 		}
 		serving = true

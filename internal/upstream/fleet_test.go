@@ -19,9 +19,9 @@ import (
 	"github.com/claudeq/claudeq/internal/upstream"
 )
 
-const model = "claude-sonnet-4-5"
+const model = "claude-sonnet-4-6"
 
-var body = []byte(`{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}`)
+var body = []byte(`{"model":"claude-sonnet-4-6","max_tokens":64,"messages":[{"role":"user","content":"hi"}]}`)
 
 // testClock is an injectable clock. It is safe for concurrent use.
 type testClock struct {
@@ -490,14 +490,14 @@ func TestModelAllowList(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.nodes[0].Models = []string{"claude-haiku-*"}
-	b.nodes[1].Models = []string{"claude-sonnet-4-5", "claude-opus-4-5"}
+	b.nodes[1].Models = []string{"claude-sonnet-4-6", "claude-opus-4-5"}
 	tests := []struct {
 		name  string
 		model string
 		want  []string
 	}{
 		{name: "prefix", model: "claude-haiku-4-5", want: []string{"a", "c"}},
-		{name: "exact", model: "claude-sonnet-4-5", want: []string{"b", "c"}},
+		{name: "exact", model: "claude-sonnet-4-6", want: []string{"b", "c"}},
 		{name: "unlisted", model: "claude-sonnet-5-5", want: []string{"c"}},
 	}
 	for _, strategy := range strategies {

@@ -25,7 +25,7 @@ var fuzzNodeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 func FuzzLoadNodes(f *testing.F) {
 	for _, s := range []string{
 		"nodes:\n  - name: anthropic-1\n    url: https://api.anthropic.com\n    api_key: ${ANTHROPIC_API_KEY_1}\n    weight: 3\n" +
-			"    models: [claude-sonnet-4-5, \"claude-haiku-*\"]\n    rpm: 4000\n    tpm: 2000000\n" +
+			"    models: [claude-sonnet-4-6, \"claude-haiku-*\"]\n    rpm: 4000\n    tpm: 2000000\n" +
 			"  - name: proxy.b_2\n    url: http://10.0.0.2:8080/v1\n    api_key: sk-ant-literal-0123456789\n    weight: 0\n",
 		`{"nodes":[{"name":"a","url":"https://x.example","api_key":"k"}]}`,
 		"nodes: []", "", "nodes:", "nodes: [{}]", "nodes:\n  - name: a\n    url: https://x\n    colour: red\n",

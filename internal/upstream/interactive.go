@@ -409,11 +409,13 @@ func (f *Fleet) CountTokens(ctx context.Context, model string, body []byte, vers
 	return b, nil
 }
 
-// Serves reports whether some node of the fleet that is not drained serves
-// model (by its allow-list; health is not considered).
-func (f *Fleet) Serves(model string) bool {
-	for _, n := range f.nodes {
-		if n.cfg.Weight > 0 && (len(n.cfg.Models) == 0 || n.cfg.serves(model)) {
+// Serves reports whether some node of the fleet that is not drained may be
+// sent a call for model (its list and allow-list; health is not
+// considered).
+func (f *Fleet) Serves(ctx context.Context, model string) bool {
+	m := f.models(ctx)
+	for i, n := range f.nodes {
+		if n.cfg.Weight > 0 && m.servesModel(f, i, model) {
 			return true
 		}
 	}

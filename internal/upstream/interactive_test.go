@@ -70,7 +70,7 @@ func TestOpenStreamsAndRetriesAnotherNode(t *testing.T) {
 	t.Parallel()
 	b := setup(t, sim.Config{}, sim.Config{})
 	f := b.fleet(t, upstream.FleetOptions{Strategy: upstream.RoundRobin})
-	stream := []byte(`{"model":"claude-sonnet-4-5","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	stream := []byte(`{"model":"claude-sonnet-4-6","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
 	r, err := f.Open(context.Background(), upstream.Exchange{Model: model, Body: stream, Stream: true})
 	require.NoError(t, err)
 	first, err := bufio.NewReader(r.Body).ReadString('\n')
@@ -91,7 +91,7 @@ func TestOpenStreamsAndRetriesAnotherNode(t *testing.T) {
 
 	before := b.total()
 	_, err = f.Open(context.Background(), upstream.Exchange{Model: model, MaxAttempts: 2,
-		Body: []byte(`{"model":"claude-sonnet-4-5","max_tokens":64,"messages":[{"role":"robot","content":"hi"}]}`)})
+		Body: []byte(`{"model":"claude-sonnet-4-6","max_tokens":64,"messages":[{"role":"robot","content":"hi"}]}`)})
 	require.Equal(t, claudeq.KindInvalidRequest, claudeq.ErrorKind(err))
 	require.Contains(t, claudeq.ErrorMessage(err), "messages.0.role", "the node's own message")
 	var se *upstream.StatusError
@@ -120,8 +120,8 @@ func TestCountTokensAndServes(t *testing.T) {
 	b := setup(t, sim.Config{})
 	b.nodes[0].Models = []string{"claude-haiku-*"}
 	f := b.fleet(t, upstream.FleetOptions{})
-	require.True(t, f.Serves("claude-haiku-4-5"))
-	require.False(t, f.Serves(model))
+	require.True(t, f.Serves(context.Background(), "claude-haiku-4-5"))
+	require.False(t, f.Serves(context.Background(), model))
 	out, err := f.CountTokens(context.Background(), "claude-haiku-4-5",
 		[]byte(`{"model":"claude-haiku-4-5","messages":[{"role":"user","content":"count these words please"}]}`), "", "")
 	require.NoError(t, err)

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/claudeq/claudeq/internal/claudeq"
 )
 
 // Secret is a string that never prints: String, GoString, LogValue,
@@ -61,8 +63,9 @@ type NodeConfig struct {
 	// defaults an absent weight to 1. 0 drains the node: no strategy picks
 	// it, but Probe and Nodes still report it.
 	Weight int `json:"weight" yaml:"weight"`
-	// Models is an allow-list of model IDs the node serves; empty means all.
-	// An entry ending in "*" matches by prefix ("claude-haiku-*").
+	// Models is an allow-list of model IDs the node may be sent; empty
+	// means every model it lists. An entry ending in "*" matches by prefix
+	// ("claude-haiku-*"); an id admits its dated snapshots too.
 	Models []string `json:"models,omitempty" yaml:"models,omitempty"`
 	// RPM caps requests started per UTC minute on this node, across every
 	// process sharing the Redis (0 = unlimited).
@@ -83,7 +86,7 @@ func (n *NodeConfig) serves(model string) bool {
 			if strings.HasPrefix(model, p) {
 				return true
 			}
-		} else if m == model {
+		} else if base, _ := claudeq.SnapshotBase(model); m == model || m == base {
 			return true
 		}
 	}
@@ -117,7 +120,7 @@ var (
 //	    url: https://api.anthropic.com
 //	    api_key: ${ANTHROPIC_API_KEY_1}   # or a literal key
 //	    weight: 3                          # default 1; 0 drains the node
-//	    models: [claude-sonnet-4-5, "claude-haiku-*"]   # default: all
+//	    models: [claude-sonnet-4-6, "claude-haiku-*"]   # default: all
 //	    rpm: 4000                          # default 0 = unlimited
 //	    tpm: 2000000                       # default 0 = unlimited
 //

@@ -35,7 +35,7 @@ nodes:
     url: https://api.anthropic.com
     api_key: ${ANTHROPIC_KEY_1}
     weight: 3
-    models: [claude-sonnet-4-5, "claude-haiku-*"]
+    models: [claude-sonnet-4-6, "claude-haiku-*"]
     rpm: 4000
     tpm: 2000000
   - name: proxy.eu
@@ -49,7 +49,7 @@ nodes:
 	require.NoError(t, err)
 	require.Equal(t, []upstream.NodeConfig{
 		{Name: "anthropic-1", URL: "https://api.anthropic.com", APIKey: secretKey, Weight: 3,
-			Models: []string{"claude-sonnet-4-5", "claude-haiku-*"}, RPM: 4000, TPM: 2000000},
+			Models: []string{"claude-sonnet-4-6", "claude-haiku-*"}, RPM: 4000, TPM: 2000000},
 		{Name: "proxy.eu", URL: "http://127.0.0.1:8089/anthropic", APIKey: "literal-key", Weight: 1},
 		{Name: "drained", URL: "http://127.0.0.1:8090", Weight: 0},
 	}, nodes)

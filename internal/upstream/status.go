@@ -68,7 +68,16 @@ type NodeStatus struct {
 	// LastError is the caller-safe message of the last node failure.
 	LastError string   `json:"last_error,omitempty"`
 	Weight    int      `json:"weight"`
-	Models    []string `json:"models,omitempty"`
+	Models    []string `json:"models,omitempty"` // the allow-list (NodeConfig.Models)
+	// ModelsServed are the ids the node is sent calls for: its list (or the
+	// built-in one), cut to the allow-list; empty with ModelsSource "" when
+	// no list is known (any model the allow-list admits).
+	ModelsServed []string `json:"models_served"`
+	// ModelsSource says where that list came from: ModelsFromNode or
+	// ModelsBuiltin.
+	ModelsSource string `json:"models_source,omitempty"`
+	// ModelsAt is when a probe last read the node's list (zero: never).
+	ModelsAt time.Time `json:"models_at,omitzero"`
 }
 
 // Nodes returns the status of every node, in configuration order, read
@@ -92,6 +101,7 @@ func (f *Fleet) Nodes(ctx context.Context) ([]NodeStatus, error) {
 		return nil, claudeq.E(claudeq.KindUnavailable, "upstream.Nodes", "node status unavailable", err)
 	}
 	counts := inflight.Val()
+	mods := f.models(ctx)
 	out := make([]NodeStatus, n)
 	p50s := make([]time.Duration, 0, n)
 	for i, nd := range f.nodes {
@@ -105,6 +115,14 @@ func (f *Fleet) Nodes(ctx context.Context) ([]NodeStatus, error) {
 			LastError:       h["last_error"],
 			LatencyPerToken: time.Duration(toFloat(h["ewma"]) * float64(time.Microsecond)),
 			ProbeLatency:    time.Duration(toInt(h["probe_us"])) * time.Microsecond,
+			ModelsServed:    []string{},
+			ModelsSource:    mods.source[i],
+			ModelsAt:        mods.at[i],
+		}
+		if c := mods.nodes[i]; c != nil {
+			for _, m := range c.Models() {
+				st.ModelsServed = append(st.ModelsServed, m.ID)
+			}
 		}
 		if i < len(counts) {
 			st.InFlight = max(toInt(counts[i]), 0)
@@ -166,8 +184,9 @@ func percentiles(us []string) (p50, p95 time.Duration) {
 }
 
 // Probe checks a node with GET /v1/models, which costs nothing, and
-// records the result in the shared state: last check, probe latency and
-// consecutive probe failures. ProbeFailures failures in a row mark the
+// records the result in the shared state: last check, probe latency,
+// consecutive probe failures, and the node's model list (every page; see
+// Catalog). ProbeFailures failures in a row mark the
 // node unhealthy; a success clears an unhealthy state that probes set
 // (one set by failed calls waits for its half-open trial, since listing
 // models says little about answering them). Connection errors, timeouts,
@@ -181,12 +200,13 @@ func (f *Fleet) Probe(ctx context.Context, node string) error {
 	}
 	n := f.nodes[i]
 	start := time.Now()
-	err := n.client.Models(ctx)
+	list, err := n.client.Models(ctx)
 	lat := time.Since(start)
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return err
 	}
-	if err != nil && probeReachable(err) {
+	listErr := err
+	if err != nil && (errors.Is(err, errNoList) || probeReachable(err)) {
 		err = nil
 	}
 	msg := ""
@@ -207,6 +227,9 @@ func (f *Fleet) Probe(ctx context.Context, node string) error {
 	state, until := str(res[0]), toInt(res[1])
 	f.patch(i, func(v *nodeView, _ int64) { v.state, v.until = state, until })
 	f.logEvent(node, str(res[2]), time.UnixMilli(until), msg)
+	if merr := f.recordModels(rctx, i, list, listErr); merr != nil {
+		return errors.Join(err, claudeq.E(claudeq.KindUnavailable, "upstream.Probe", "recording the model list failed", fmt.Errorf("node %s: %w", node, merr)))
+	}
 	return err
 }
 

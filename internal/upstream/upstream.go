@@ -98,15 +98,6 @@ func (c *Client) Messages(ctx context.Context, body []byte) (*Response, error) {
 	return r, nil
 }
 
-// Models lists the node's models: the health probe that costs nothing.
-func (c *Client) Models(ctx context.Context) error {
-	var raw []byte
-	if err := c.sdk.Get(ctx, "v1/models", nil, &raw); err != nil {
-		return Classify(err)
-	}
-	return nil
-}
-
 // Temporary reports whether err is worth retrying, perhaps on another node.
 func Temporary(err error) bool {
 	switch claudeq.ErrorKind(err) {
