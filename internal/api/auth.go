@@ -115,7 +115,11 @@ func (s *Server) auth(scope string) echo.MiddlewareFunc {
 			}
 			c.Set(ctxKeyPolicy, v.key.PolicyAction)
 			if !v.p.Has(scope) {
-				return claudeq.Errorf(claudeq.KindPermission, "this API key lacks the %q scope", scope)
+				need := scope
+				if scope == claudeq.ScopeAdminRead && c.Request().Method != http.MethodGet && c.Request().Method != http.MethodHead {
+					need = claudeq.ScopeAdmin // an /admin change: say what it needs, not the read scope of the group
+				}
+				return claudeq.Errorf(claudeq.KindPermission, "this API key lacks the %q scope", need)
 			}
 			return next(c)
 		}

@@ -158,6 +158,7 @@ func (h *batchAPI) create(c echo.Context) error {
 	_ = http.NewResponseController(c.Response()).SetReadDeadline(time.Now().Add(batchReadTimeout))
 	p := principalOf(c)
 	now := s.now().UTC().Truncate(time.Millisecond)
+	cat := s.catalog(c.Request().Context())
 	action := s.policyAction(c)
 	kinds := policy.Summary{}
 	var items []batchItem
@@ -171,10 +172,16 @@ func (h *batchAPI) create(c echo.Context) error {
 		}
 		seen[customID] = i
 		it := batchItem{customID: customID}
-		req, model, perr := h.params(params)
+		req, model, perr := h.params(cat, params)
 		if perr == nil {
 			it.body, perr = json.Marshal(req)
 		}
+		var in int64
+		if perr == nil {
+			in = pricing.EstimateInputTokens(it.body)
+			perr = checkContext(model, in, "")
+		}
+		sent := it.body
 		if perr == nil && s.policy != nil {
 			var sum policy.Summary
 			it.body, sum, perr = s.policy.ApplyMessages(it.body, action)
@@ -183,7 +190,10 @@ func (h *batchAPI) create(c echo.Context) error {
 			}
 		}
 		if perr == nil && s.money.Pricing != nil {
-			it.cost, _, perr = s.money.Pricing.Estimate(model.ID, pricing.EstimateInputTokens(it.body), int64(req.MaxTokens), true, now)
+			if len(it.body) != len(sent) {
+				in = pricing.EstimateInputTokens(it.body) // redacted: the reservation prices what is sent
+			}
+			it.cost, _, perr = s.money.Pricing.Estimate(model.ID, in, int64(req.MaxTokens), true, now)
 		}
 		if perr != nil {
 			it.body, it.err = nil, &claudeq.JobError{Type: claudeq.ErrorKind(perr).String(), Message: claudeq.ErrorMessage(perr)}
@@ -460,7 +470,7 @@ type batchParams struct {
 }
 
 // params validates one request's params into the body sent upstream.
-func (h *batchAPI) params(raw json.RawMessage) (claudeq.MessageRequest, claudeq.Model, error) {
+func (h *batchAPI) params(cat *claudeq.Catalog, raw json.RawMessage) (claudeq.MessageRequest, claudeq.Model, error) {
 	var bp batchParams
 	var req claudeq.MessageRequest
 	if err := decodeStrict(raw, &bp); err != nil {
@@ -469,7 +479,7 @@ func (h *batchAPI) params(raw json.RawMessage) (claudeq.MessageRequest, claudeq.
 	if strings.TrimSpace(bp.Model) == "" {
 		return req, claudeq.Model{}, fieldErr("model", "required")
 	}
-	m, err := h.s.model(bp.Model)
+	m, err := h.s.model(cat, bp.Model)
 	if err != nil {
 		return req, m, err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/policy"
+	"github.com/claudeq/claudeq/internal/pricing"
 )
 
 // FuzzDecodeChat feeds arbitrary bodies to the strict decoder and the chat
@@ -93,7 +94,8 @@ func FuzzBatchCreate(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
-	s := New(Deps{Catalog: claudeq.DefaultCatalog(), Options: Options{DefaultMaxTokens: 1024}})
+	cat := claudeq.NewCatalog(pricing.Default().Catalog(), nil)
+	s := New(Deps{Models: FixedModels(cat), Options: Options{DefaultMaxTokens: 1024}})
 	h := &batchAPI{s: s}
 	pol := policy.Default()
 	const maxRequests = 8
@@ -110,9 +112,9 @@ func FuzzBatchCreate(f *testing.F) {
 			if !customIDRe.MatchString(customID) {
 				return claudeq.Errorf(claudeq.KindInvalidRequest, "custom_id")
 			}
-			req, _, err := h.params(params)
+			req, _, err := h.params(cat, params)
 			if err != nil {
-				if claudeq.ErrorKind(err) != claudeq.KindInvalidRequest {
+				if k := claudeq.ErrorKind(err); k != claudeq.KindInvalidRequest && k != claudeq.KindNotFound {
 					t.Fatalf("params error of kind %v: %v", claudeq.ErrorKind(err), err)
 				}
 				return nil
@@ -121,7 +123,7 @@ func FuzzBatchCreate(f *testing.F) {
 			if err != nil {
 				t.Fatalf("marshal %+v: %v", req, err)
 			}
-			again, _, err := h.params(out)
+			again, _, err := h.params(cat, out)
 			if err != nil {
 				t.Fatalf("the upstream body %s of accepted params %s is refused: %v", out, params, err)
 			}
@@ -135,7 +137,7 @@ func FuzzBatchCreate(f *testing.F) {
 				}
 				return nil
 			}
-			if _, _, err := h.params(red); err != nil {
+			if _, _, err := h.params(cat, red); err != nil {
 				t.Fatalf("redacted body %s is refused: %v", red, err)
 			}
 			return nil

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/claudeq/claudeq/internal/cache"
 	"github.com/claudeq/claudeq/internal/claudeq"
+	"github.com/claudeq/claudeq/internal/pricing"
 	"github.com/claudeq/claudeq/internal/queue"
 	"github.com/claudeq/claudeq/internal/quota"
 	"github.com/claudeq/claudeq/internal/task"
@@ -70,17 +72,17 @@ type jobSpec struct {
 	webhook     string
 	fallback    []string
 	routeReason string
+	model       claudeq.Model // what req.Model resolved to: its limits
+	requested   string        // the model name asked for, when it is not req.Model
 }
 
-func (s *Server) model(name string) (claudeq.Model, error) {
-	if name == "" {
-		name = s.opt.DefaultModel
+// resolved records the model a job runs on and, when the caller named it
+// otherwise (an alias, an undated id), the name asked for.
+func (spec *jobSpec) resolved(asked string, m claudeq.Model) {
+	spec.req.Model, spec.model, spec.requested = m.ID, m, ""
+	if asked != "" && asked != m.ID {
+		spec.requested = asked
 	}
-	m, ok := s.cat.Resolve(name)
-	if !ok {
-		return m, claudeq.Errorf(claudeq.KindInvalidRequest, "model: unknown model %q; use one of %s", name, strings.Join(s.cat.Names(), ", "))
-	}
-	return m, nil
 }
 
 func (s *Server) chat(c echo.Context) error {
@@ -98,23 +100,22 @@ func (s *Server) parseChat(c echo.Context) (jobSpec, error) {
 		return jobSpec{}, err
 	}
 	spec := jobSpec{kind: claudeq.JobChat, sessionID: b.SessionID, metadata: b.Metadata, cacheBody: b.Cache, webhook: b.WebhookURL}
+	cat := s.catalog(c.Request().Context())
 	for i, fm := range b.FallbackModels {
-		m, ok := s.cat.Resolve(fm)
+		m, ok := cat.Resolve(fm)
 		if !ok {
-			return jobSpec{}, claudeq.Errorf(claudeq.KindInvalidRequest, "fallback_models.%d: unknown model %q", i, fm)
+			return jobSpec{}, &claudeq.Error{Kind: claudeq.KindNotFound, Op: "api.parseChat",
+				Msg: "fallback_models." + itoa(i) + ": " + claudeq.ErrorMessage(unknownModel(cat, fm))}
 		}
 		spec.fallback = append(spec.fallback, m.ID)
 	}
 	auto := strings.EqualFold(b.Model, "auto")
 	var m claudeq.Model
 	var err error
-	if auto {
-		m, err = s.model("haiku") // placeholder until the request is scored
-	} else {
-		m, err = s.model(b.Model)
-	}
-	if err != nil {
-		return jobSpec{}, err
+	if !auto {
+		if m, err = s.model(cat, b.Model); err != nil {
+			return jobSpec{}, err
+		}
 	}
 	switch {
 	case b.Prompt != nil && len(b.Messages) > 0:
@@ -142,7 +143,8 @@ func (s *Server) parseChat(c echo.Context) (jobSpec, error) {
 			return jobSpec{}, fieldErr("stop_sequences."+itoa(i), "must not be empty")
 		}
 	}
-	spec.req.Model, spec.req.Temperature, spec.req.TopP, spec.req.TopK, spec.req.StopSequences = m.ID, b.Temperature, b.TopP, b.TopK, b.StopSequences
+	spec.req.Temperature, spec.req.TopP, spec.req.TopK, spec.req.StopSequences = b.Temperature, b.TopP, b.TopK, b.StopSequences
+	spec.resolved(cmp.Or(b.Model, s.opt.DefaultModel), m)
 	if auto {
 		// Score with the requested output size, then check it against the
 		// chosen model.
@@ -150,12 +152,11 @@ func (s *Server) parseChat(c echo.Context) (jobSpec, error) {
 		if b.MaxTokens != nil {
 			spec.req.MaxTokens = *b.MaxTokens
 		}
-		if err := s.route(c, &spec); err != nil {
+		if err := s.route(c, cat, &spec); err != nil {
 			return jobSpec{}, err
 		}
-		m, _ = s.cat.Resolve(spec.req.Model)
 	}
-	if spec.req.MaxTokens, err = checkMaxTokens(b.MaxTokens, s.opt.DefaultMaxTokens, m); err != nil {
+	if spec.req.MaxTokens, err = checkMaxTokens(b.MaxTokens, s.opt.DefaultMaxTokens, spec.model); err != nil {
 		return jobSpec{}, err
 	}
 	return spec, nil
@@ -176,7 +177,7 @@ func (s *Server) analyze(c echo.Context) error {
 	if len(b.Instructions) > 0 {
 		sys += "\n\nInstructions from the user: " + b.Instructions
 	}
-	m, err := s.model(b.Model)
+	m, err := s.model(s.catalog(c.Request().Context()), b.Model)
 	if err != nil {
 		return err
 	}
@@ -184,7 +185,8 @@ func (s *Server) analyze(c echo.Context) error {
 		return err
 	}
 	spec := jobSpec{kind: claudeq.JobAnalyze, sessionID: b.SessionID, metadata: b.Metadata, cacheBody: b.Cache, webhook: b.WebhookURL}
-	spec.req.Model, spec.req.Temperature, spec.req.System = m.ID, b.Temperature, jsonString(sys)
+	spec.resolved(cmp.Or(b.Model, s.opt.DefaultModel), m)
+	spec.req.Temperature, spec.req.System = b.Temperature, jsonString(sys)
 	spec.req.Messages, _ = json.Marshal([]map[string]string{{"role": "user", "content": b.Content}})
 	if spec.req.MaxTokens, err = checkMaxTokens(b.MaxTokens, s.opt.DefaultMaxTokens, m); err != nil {
 		return err
@@ -214,6 +216,9 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 
 	body, err := json.Marshal(spec.req)
 	if err != nil {
+		return err
+	}
+	if err := checkContext(spec.model, pricing.EstimateInputTokens(body), ""); err != nil {
 		return err
 	}
 	// Content policy: block (400 content_policy_violation), redact before
@@ -307,8 +312,8 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 	payload, err := json.Marshal(task.JobPayload{
 		ID: id, Kind: spec.kind, UserID: p.UserID, Department: p.Department, UserType: p.Tier, KeyID: p.KeyID,
 		SessionID: spec.sessionID, Metadata: spec.metadata, Request: body, RequestHash: reqHash,
-		CacheKey: cacheKey, CreatedAt: now, WebhookURL: spec.webhook, FallbackModels: s.fallbacks(spec),
-		RouteReason: spec.routeReason, Deferred: !deferUntil.IsZero(), EstimateMicros: int64(cost),
+		CacheKey: cacheKey, CreatedAt: now, WebhookURL: spec.webhook, FallbackModels: s.fallbacks(c.Request().Context(), spec),
+		RouteReason: spec.routeReason, Deferred: !deferUntil.IsZero(), EstimateMicros: int64(cost), RequestedModel: spec.requested,
 	})
 	if err != nil {
 		return err
@@ -322,7 +327,8 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 		c.Response().Header().Set("X-Claudeq-Deferred-Until", deferUntil.UTC().Format(time.RFC3339))
 	}
 	st, err := s.q.Submit(ctx, queue.Submission{
-		State:   queue.State{ID: id, UserID: p.UserID, Kind: spec.kind, Model: spec.req.Model, RequestHash: reqHash, CreatedAt: now},
+		State: queue.State{ID: id, UserID: p.UserID, Kind: spec.kind, Model: spec.req.Model, RequestedModel: spec.requested,
+			RequestHash: reqHash, CreatedAt: now},
 		Payload: payload, TTL: ttl, Options: opts,
 	})
 	if errors.Is(err, queue.ErrExists) {
@@ -445,16 +451,23 @@ type jobView struct {
 	Error    *claudeq.JobError `json:"error"`
 	Attempts int               `json:"attempts"`
 	Nodes    []string          `json:"nodes,omitempty"`
-	// RequestedModel is set when a fallback model answered instead.
-	RequestedModel string         `json:"requested_model,omitempty"`
-	RouteReason    string         `json:"route_reason,omitempty"`
-	CostUSD        *float64       `json:"cost_usd"`
-	SessionID      string         `json:"session_id,omitempty"`
-	Metadata       map[string]any `json:"metadata,omitempty"`
-	CreatedAt      *time.Time     `json:"created_at"`
-	StartedAt      *time.Time     `json:"started_at"`
-	FinishedAt     *time.Time     `json:"finished_at"`
-	StatusURL      string         `json:"status_url"`
+	// RequestedModel is the model name the caller asked for, when it is
+	// not Model: an alias ("opus"), an undated id, or the model a
+	// fallback model answered instead of.
+	RequestedModel string `json:"requested_model,omitempty"`
+	// PricedBy says how the cost was priced: "table", or "fallback" for a
+	// model the price table lacks (priced as the dearest of its family);
+	// PricedAs names the price-table entry used.
+	PricedBy    string         `json:"priced_by,omitempty"`
+	PricedAs    string         `json:"priced_as,omitempty"`
+	RouteReason string         `json:"route_reason,omitempty"`
+	CostUSD     *float64       `json:"cost_usd"`
+	SessionID   string         `json:"session_id,omitempty"`
+	Metadata    map[string]any `json:"metadata,omitempty"`
+	CreatedAt   *time.Time     `json:"created_at"`
+	StartedAt   *time.Time     `json:"started_at"`
+	FinishedAt  *time.Time     `json:"finished_at"`
+	StatusURL   string         `json:"status_url"`
 }
 
 func tp(t time.Time) *time.Time {
@@ -478,7 +491,7 @@ func (s *Server) viewCached(st *queue.State, msg []byte) jobView {
 }
 
 func (s *Server) viewState(st *queue.State) jobView {
-	v := jobView{ID: st.ID, Status: st.Status, Kind: st.Kind, Model: st.Model, Attempts: st.Attempts,
+	v := jobView{ID: st.ID, Status: st.Status, Kind: st.Kind, Model: st.Model, RequestedModel: st.RequestedModel, Attempts: st.Attempts,
 		CreatedAt: tp(st.CreatedAt), StartedAt: tp(st.StartedAt), FinishedAt: tp(st.FinishedAt),
 		StatusURL: "/api/claude/jobs/" + st.ID}
 	if st.LastError != "" && !st.Status.Terminal() {
@@ -499,6 +512,7 @@ func viewJob(j *claudeq.Job) jobView {
 	v := jobView{ID: j.ID, Status: j.Status, Kind: j.Kind, Model: j.Model, Cached: j.Cached, Result: j.Result,
 		Usage: j.Usage, Error: j.Error, Attempts: j.Attempts, SessionID: j.SessionID, Metadata: j.Metadata,
 		Nodes: j.Nodes, RequestedModel: j.RequestedModel, RouteReason: j.RouteReason, CostUSD: usd(j.CostMicros),
+		PricedBy: j.PricedBy, PricedAs: j.PricedAs,
 		CreatedAt: tp(j.CreatedAt), StartedAt: j.StartedAt, FinishedAt: j.FinishedAt, StatusURL: "/api/claude/jobs/" + j.ID}
 	if len(j.Result) > 0 {
 		var m struct {
@@ -603,15 +617,16 @@ func itoa(i int) string {
 
 // fallbacks returns the request's fallback models, else the configured ones
 // for its model.
-func (s *Server) fallbacks(spec jobSpec) []string {
+func (s *Server) fallbacks(ctx context.Context, spec jobSpec) []string {
 	if len(spec.fallback) > 0 {
 		return spec.fallback
 	}
+	cat := s.catalog(ctx)
 	for from, tos := range s.opt.FallbackModels {
-		if m, ok := s.cat.Resolve(from); ok && m.ID == spec.req.Model {
+		if m, ok := cat.Resolve(from); ok && m.ID == spec.req.Model {
 			var out []string
 			for _, to := range tos {
-				if fm, ok := s.cat.Resolve(to); ok {
+				if fm, ok := cat.Resolve(to); ok {
 					out = append(out, fm.ID)
 				}
 			}

@@ -24,7 +24,6 @@ import (
 	"github.com/claudeq/claudeq/internal/quota"
 	"github.com/claudeq/claudeq/internal/ratelimit"
 	"github.com/claudeq/claudeq/internal/redisbatch"
-	"github.com/claudeq/claudeq/internal/routing"
 	"github.com/claudeq/claudeq/internal/store"
 	"github.com/claudeq/claudeq/internal/upstream"
 )
@@ -59,7 +58,6 @@ type Interactive struct {
 type Messenger interface {
 	Open(ctx context.Context, x upstream.Exchange) (*upstream.Reply, error)
 	CountTokens(ctx context.Context, model string, body []byte, version, beta string) ([]byte, error)
-	Serves(model string) bool
 }
 
 // Committer makes records durable (store.Committer).
@@ -154,10 +152,12 @@ func v1Fields(body []byte) (v1Request, error) {
 
 // v1Call is a validated Messages API request.
 type v1Call struct {
-	body      []byte // as sent upstream
-	model     claudeq.Model
-	maxTokens int
-	stream    bool
+	body        []byte // as sent upstream
+	model       claudeq.Model
+	requested   string // the model name as sent, when it is not model.ID
+	maxTokens   int
+	stream      bool
+	inputTokens int64 // estimated from body (pricing.EstimateInputTokens); 0 for count_tokens
 }
 
 // readV1Body reads a JSON request body of at most MaxBodyBytes: 413
@@ -194,9 +194,11 @@ func (s *Server) readV1Body(c echo.Context) ([]byte, error) {
 }
 
 // parseV1 validates what the gateway needs of a Messages API body: model
-// (known, usable by the key, served by a node), max_tokens (1 to the
-// model's limit), messages (a non-empty array) and stream (a boolean). A
-// model given by alias is replaced by its id in the body sent upstream.
+// (served by a node, usable by the key), max_tokens (1 to the model's
+// limit), messages (a non-empty array), stream (a boolean) and, unless
+// countOnly, the prompt's estimated size against the model's context
+// window. A model given by alias (or an undated id whose snapshot a node
+// lists) is replaced by its id in the body sent upstream.
 func (s *Server) parseV1(c echo.Context, body []byte, countOnly bool) (v1Call, error) {
 	r, err := v1Fields(body)
 	if err != nil {
@@ -211,11 +213,14 @@ func (s *Server) parseV1(c echo.Context, body []byte, countOnly bool) (v1Call, e
 	if r.model.Type != gjson.String || name == "" {
 		return call, claudeq.Errorf(claudeq.KindInvalidRequest, "model: expected a non-empty string")
 	}
-	m, err := s.v1Model(c, name)
+	m, err := s.v1Model(c, s.catalog(c.Request().Context()), name)
 	if err != nil {
 		return call, err
 	}
 	call.model = m
+	if name != m.ID {
+		call.requested = name
+	}
 	if !countOnly {
 		if absent(r.maxTokens) {
 			return call, claudeq.Errorf(claudeq.KindInvalidRequest, "max_tokens: field required")
@@ -226,7 +231,7 @@ func (s *Server) parseV1(c echo.Context, body []byte, countOnly bool) (v1Call, e
 			return call, claudeq.Errorf(claudeq.KindInvalidRequest, "max_tokens: expected an integer")
 		case n < 1:
 			return call, claudeq.Errorf(claudeq.KindInvalidRequest, "max_tokens: must be greater than 0")
-		case n > m.MaxOutputTokens:
+		case m.MaxOutputTokens > 0 && int64(n) > m.MaxOutputTokens:
 			return call, claudeq.Errorf(claudeq.KindInvalidRequest, "max_tokens: %d is above %s's limit of %d", n, m.ID, m.MaxOutputTokens)
 		}
 		call.maxTokens = n
@@ -253,6 +258,12 @@ func (s *Server) parseV1(c echo.Context, body []byte, countOnly bool) (v1Call, e
 			return call, claudeq.Errorf(claudeq.KindInvalidRequest, "malformed JSON")
 		}
 	}
+	if !countOnly {
+		call.inputTokens = pricing.EstimateInputTokens(call.body)
+		if err := checkContext(m, call.inputTokens, c.Request().Header.Get("anthropic-beta")); err != nil {
+			return call, err
+		}
+	}
 	return call, nil
 }
 
@@ -267,32 +278,19 @@ func replaceModel(body []byte, id string) ([]byte, error) {
 	return json.Marshal(m)
 }
 
-// v1Model resolves a model name (id or alias) for the caller: 404
-// not_found_error when the catalog does not know it or no node serves it,
-// 403 permission_error above the key's tier (a key whose tier is haiku,
-// sonnet or opus may use models up to that tier).
-func (s *Server) v1Model(c echo.Context, name string) (claudeq.Model, error) {
-	m, ok := s.cat.Resolve(name)
-	if !ok || (s.ia.Upstream != nil && !s.ia.Upstream.Serves(m.ID)) {
-		return m, claudeq.Errorf(claudeq.KindNotFound, "model: %s", name)
+// v1Model resolves a model name (id, dated snapshot or alias) for the
+// caller: 404 not_found_error when no node serves it, 403
+// permission_error above the key's tier (a key whose tier is a family
+// name, e.g. sonnet, may use that family and the cheaper ones).
+func (s *Server) v1Model(c echo.Context, cat *claudeq.Catalog, name string) (claudeq.Model, error) {
+	m, ok := cat.Resolve(name)
+	if !ok {
+		return m, unknownModel(cat, name)
 	}
-	if !tierAllows(principalOf(c).Tier, m.Tier) {
+	if !tierAllows(principalOf(c).Tier, m.Family()) {
 		return m, claudeq.Errorf(claudeq.KindPermission, "model: this API key may use models up to the %s tier, not %s", strings.ToLower(principalOf(c).Tier), m.ID)
 	}
 	return m, nil
-}
-
-var tierRank = map[string]int{routing.TierHaiku: 0, routing.TierSonnet: 1, routing.TierOpus: 2}
-
-// tierAllows reports whether a key of keyTier may use a model of
-// modelTier: any when the key's tier is not a model tier (e.g. "standard").
-func tierAllows(keyTier, modelTier string) bool {
-	k, ok := tierRank[strings.ToLower(strings.TrimSpace(keyTier))]
-	if !ok {
-		return true
-	}
-	m, ok := tierRank[modelTier]
-	return !ok || m <= k
 }
 
 // checkKeyLimit applies the key's rate limits (one request, tokens
@@ -340,8 +338,12 @@ func (s *Server) messages(c echo.Context) error {
 	}
 	// Content policy: block (400), redact before anything is sent
 	// upstream, or allow; audited by kind.
+	sent := call.body
 	if call.body, err = s.applyPolicy(c, call.body); err != nil {
 		return err
+	}
+	if len(call.body) != len(sent) || &call.body[0] != &sent[0] {
+		call.inputTokens = pricing.EstimateInputTokens(call.body) // redacted: the reservation prices what is sent
 	}
 	rec := auditRecord(c)
 	rec.Model = call.model.ID
@@ -393,7 +395,7 @@ func (s *Server) messages(c echo.Context) error {
 	id := requestID(c)
 	reservedAt := s.now()
 	if s.money.Pricing != nil && s.quota() != nil {
-		cost, _, err := s.money.Pricing.Estimate(call.model.ID, pricing.EstimateInputTokens(call.body), int64(call.maxTokens), false, reservedAt)
+		cost, _, err := s.money.Pricing.Estimate(call.model.ID, call.inputTokens, int64(call.maxTokens), false, reservedAt)
 		if err != nil {
 			return err
 		}
@@ -419,7 +421,7 @@ func (s *Server) messages(c echo.Context) error {
 	if model == "" {
 		model = call.model.ID
 	}
-	cost := s.price(model, call.model.ID, reply.Usage, reservedAt)
+	cost, priced := s.price(model, call.model.ID, reply.Usage, reservedAt)
 	rec.Tokens, rec.CostMicros = reply.Usage.Total(), cost
 
 	resp := c.Response()
@@ -430,7 +432,7 @@ func (s *Server) messages(c echo.Context) error {
 	_, werr := resp.Write(reply.Raw)
 	resp.Flush()
 
-	s.afterward(c, call, reply, reply.Usage, model, cost, reservedAt, time.Since(start), cacheKey, werr)
+	s.afterward(c, call, reply, reply.Usage, model, cost, priced, reservedAt, time.Since(start), cacheKey, werr)
 	return nil
 }
 
@@ -442,23 +444,20 @@ func setReplyHeaders(h http.Header, r *upstream.Reply) {
 	}
 }
 
-// price returns the cost of usage on model (or, when the price table does
-// not know the model that answered, on the one requested); 0 without
-// pricing. A request whose cost cannot be computed is logged and billed 0:
-// the answer was already given.
-func (s *Server) price(model, requested string, u claudeq.Usage, at time.Time) int64 {
+// price returns the cost of usage on model, the model that answered
+// (pricing.Table.CostFor); 0 without pricing. A request whose cost cannot
+// be computed (usage reported negative) is logged and billed 0: the answer
+// was already given.
+func (s *Server) price(model, requested string, u claudeq.Usage, at time.Time) (int64, pricing.Priced) {
 	if s.money.Pricing == nil {
-		return 0
+		return 0, pricing.Priced{}
 	}
-	cost, _, err := s.money.Pricing.Cost(model, u, false, at)
-	if err != nil && requested != model {
-		cost, _, err = s.money.Pricing.Cost(requested, u, false, at)
-	}
+	cost, priced, err := s.money.Pricing.CostFor(model, requested, u, false, at)
 	if err != nil {
 		s.log.Error("pricing an interactive request failed; billed 0", "model", model, "err", err)
-		return 0
+		return 0, priced
 	}
-	return int64(cost)
+	return int64(cost), priced
 }
 
 // failed releases the reservation of a request that got no answer and
@@ -493,7 +492,7 @@ func (s *Server) failed(c echo.Context, call v1Call, err error) {
 // _id is the request id), the reservation is settled to the cost, and a
 // non-streaming answer is cached. callErr is what cut a stream short (a
 // client gone, an error event), nil for a complete answer.
-func (s *Server) afterward(c echo.Context, call v1Call, reply *upstream.Reply, u claudeq.Usage, model string, cost int64,
+func (s *Server) afterward(c echo.Context, call v1Call, reply *upstream.Reply, u claudeq.Usage, model string, cost int64, priced pricing.Priced,
 	reservedAt time.Time, took time.Duration, cacheKey string, callErr error) {
 	p := principalOf(c)
 	id := requestID(c)
@@ -511,10 +510,11 @@ func (s *Server) afterward(c echo.Context, call v1Call, reply *upstream.Reply, u
 		}
 		entry = &store.LedgerEntry{ID: id, JobID: id, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID,
 			Model: model, Usage: u, CostMicros: cost, Day: day, At: s.now().UTC(), Interactive: true}
-		if model != call.model.ID {
-			if _, _, err := s.money.Pricing.Cost(model, u, false, reservedAt); err != nil {
-				entry.PricedAs = call.model.ID
-			}
+		if priced.Model != "" && (priced.Fallback || priced.Model != model) {
+			entry.PricedAs = priced.Model
+		}
+		if priced.Fallback {
+			entry.PricedBy = pricing.ByFallback
 		}
 	}
 	var raw []byte

@@ -94,10 +94,10 @@ func (s *Server) streamMessages(c echo.Context, call v1Call, x upstream.Exchange
 	if model == "" {
 		model = call.model.ID
 	}
-	cost := s.price(model, call.model.ID, u, reservedAt)
+	cost, priced := s.price(model, call.model.ID, u, reservedAt)
 	rec := auditRecord(c)
 	rec.Tokens, rec.CostMicros = u.Total(), cost
-	s.afterward(c, call, reply, u, model, cost, reservedAt, time.Since(start), "", callErr)
+	s.afterward(c, call, reply, u, model, cost, priced, reservedAt, time.Since(start), "", callErr)
 	return nil
 }
 

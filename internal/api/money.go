@@ -38,13 +38,14 @@ func micros(m int64) float64 { return float64(m) / 1e6 }
 
 // route resolves model "auto": a tier by the prompt's complexity, capped by
 // the key's tier, and says why in response headers.
-func (s *Server) route(c echo.Context, spec *jobSpec) error {
+func (s *Server) route(c echo.Context, cat *claudeq.Catalog, spec *jobSpec) error {
 	d := routing.Route(spec.req, s.money.Thresholds, principalOf(c).Tier)
-	m, ok := s.cat.Resolve(d.Tier)
+	m, ok := cat.Resolve(d.Tier)
 	if !ok {
-		return claudeq.Errorf(claudeq.KindInternal, "routing chose unknown tier %q", d.Tier)
+		return unknownModel(cat, d.Tier)
 	}
-	spec.req.Model, spec.routeReason = m.ID, d.Reason
+	spec.resolved("auto", m)
+	spec.routeReason = d.Reason
 	c.Response().Header().Set("X-Claudeq-Routed-Model", m.ID)
 	c.Response().Header().Set("X-Claudeq-Route-Reason", d.Header())
 	return nil
@@ -256,11 +257,16 @@ func parseScope(c echo.Context) (quota.Scope, string, error) {
 	return sc, id, nil
 }
 
-// usdValue accepts a JSON number or string of US dollars.
+// usdValue accepts a JSON number or string of US dollars: at most 6
+// decimal places (budgets are kept in micro-dollars).
 func usdValue(field string, v *string) (quota.Micros, error) {
-	m, err := pricing.ParseUSD(strings.Trim(*v, `"`))
+	s := strings.TrimSpace(strings.Trim(*v, `"`))
+	m, err := pricing.ParseUSD(s)
 	if err != nil || m < 0 {
-		return 0, claudeq.Errorf(claudeq.KindInvalidRequest, "%s: an amount of US dollars ≥ 0 (0 = unlimited)", field)
+		if _, frac, ok := strings.Cut(s, "."); ok && len(frac) > 6 && strings.Trim(frac, "0123456789") == "" {
+			return 0, claudeq.Errorf(claudeq.KindInvalidRequest, "%s: %s has more than 6 decimal places; budgets are kept to the micro-dollar (0.000001)", field, s)
+		}
+		return 0, claudeq.Errorf(claudeq.KindInvalidRequest, "%s: an amount of US dollars ≥ 0 with at most 6 decimal places (0 = unlimited)", field)
 	}
 	return quota.Micros(m), nil
 }

@@ -6,8 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"reflect"
 	"strings"
+	"sync"
 	"unicode/utf8"
+
+	"github.com/tidwall/gjson"
 
 	"github.com/claudeq/claudeq/internal/claudeq"
 )
@@ -26,6 +31,9 @@ func decodeStrict(body []byte, v any) error {
 	if trimmed[0] != '{' {
 		return claudeq.Errorf(claudeq.KindInvalidRequest, "request body must be a JSON object")
 	}
+	if err := checkKeys(trimmed, v); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -35,6 +43,72 @@ func decodeStrict(body []byte, v any) error {
 		return claudeq.Errorf(claudeq.KindInvalidRequest, "request body has data after the JSON object")
 	}
 	return nil
+}
+
+// checkKeys refuses what encoding/json would quietly accept in a body's
+// top-level object: a key given twice (the last would win, so the body
+// could be checked as one model and run as another) and, for a struct, a
+// key that matches a field only in another case ("MODEL"). Malformed JSON
+// is left to the decoder to report.
+func checkKeys(body []byte, v any) error {
+	if !gjson.ValidBytes(body) {
+		return nil
+	}
+	fields := jsonFields(reflect.TypeOf(v))
+	seen := make(map[string]struct{}, 16)
+	var err error
+	gjson.ParseBytes(body).ForEach(func(k, _ gjson.Result) bool {
+		name := k.Str
+		if _, dup := seen[name]; dup {
+			err = claudeq.Errorf(claudeq.KindInvalidRequest, "%s: appears more than once", name)
+			return false
+		}
+		seen[name] = struct{}{}
+		if _, ok := fields[name]; fields != nil && !ok {
+			for f := range fields {
+				if strings.EqualFold(f, name) {
+					err = claudeq.Errorf(claudeq.KindInvalidRequest, "%s: unknown field (field names are case-sensitive: %s)", name, f)
+					return false
+				}
+			}
+		}
+		return true
+	})
+	return err
+}
+
+// fieldSets caches jsonFields per struct type.
+var fieldSets sync.Map // reflect.Type → map[string]struct{}
+
+// jsonFields returns the JSON names of t's fields (t a struct or a pointer
+// to one), or nil for any other type.
+func jsonFields(t reflect.Type) map[string]struct{} {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil || t.Kind() != reflect.Struct {
+		return nil
+	}
+	if f, ok := fieldSets.Load(t); ok {
+		return f.(map[string]struct{})
+	}
+	out := map[string]struct{}{}
+	for i := range t.NumField() {
+		sf := t.Field(i)
+		if !sf.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(sf.Tag.Get("json"), ",")
+		switch name {
+		case "-":
+			continue
+		case "":
+			name = sf.Name
+		}
+		out[name] = struct{}{}
+	}
+	fieldSets.Store(t, out)
+	return out
 }
 
 func jsonError(err error) error {
@@ -187,13 +261,17 @@ func checkSampling(temperature, topP *float64, topK *int) error {
 }
 
 func checkMaxTokens(n *int, def int, m claudeq.Model) (int, error) {
+	limit := int(m.MaxOutputTokens)
+	if limit <= 0 {
+		limit = math.MaxInt // unknown: the upstream's to enforce
+	}
 	if n == nil {
-		return min(def, m.MaxOutputTokens), nil
+		return min(def, limit), nil
 	}
 	if *n <= 0 {
 		return 0, claudeq.Errorf(claudeq.KindInvalidRequest, "max_tokens: must be greater than 0")
 	}
-	if *n > m.MaxOutputTokens {
+	if *n > limit {
 		return 0, claudeq.Errorf(claudeq.KindInvalidRequest, "max_tokens: %d is above %s's limit of %d", *n, m.ID, m.MaxOutputTokens)
 	}
 	return *n, nil

@@ -15,11 +15,12 @@ import (
 	"github.com/claudeq/claudeq/internal/audit"
 	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/policy"
+	"github.com/claudeq/claudeq/internal/pricing"
 )
 
 func testServer(t *testing.T, sec Security) *Server {
 	t.Helper()
-	return New(Deps{Catalog: claudeq.DefaultCatalog(), Options: Options{DefaultMaxTokens: 1024}, Security: sec})
+	return New(Deps{Models: FixedModels(claudeq.NewCatalog(pricing.Default().Catalog(), nil)), Options: Options{DefaultMaxTokens: 1024}, Security: sec})
 }
 
 func ctxFor(s *Server, method, body string) echo.Context {

@@ -65,10 +65,12 @@ type Options struct {
 
 // Deps are the api's collaborators.
 type Deps struct {
-	Queue    *queue.Queue
-	Store    Store
-	Cache    *cache.Cache
-	Catalog  *claudeq.Catalog
+	Queue *queue.Queue
+	Store Store
+	Cache *cache.Cache
+	// Models is the catalog of served models (upstream.Fleet); nil: no
+	// model is served.
+	Models   Models
 	Logger   *slog.Logger
 	Now      func() time.Time
 	Options  Options
@@ -83,6 +85,28 @@ type Deps struct {
 	Security
 }
 
+// Models gives the models the gateway serves now: what its upstream nodes
+// list (upstream.Fleet.Catalog).
+type Models interface {
+	Catalog(ctx context.Context) *claudeq.Catalog
+}
+
+// FixedModels serves the models of c, whatever the nodes list: for tests
+// and benchmarks.
+func FixedModels(c *claudeq.Catalog) Models { return fixedModels{c} }
+
+type fixedModels struct{ c *claudeq.Catalog }
+
+func (f fixedModels) Catalog(context.Context) *claudeq.Catalog { return f.c }
+
+// catalog returns the served models now.
+func (s *Server) catalog(ctx context.Context) *claudeq.Catalog {
+	if s.models == nil {
+		return claudeq.NewCatalog(nil, nil)
+	}
+	return s.models.Catalog(ctx)
+}
+
 // Fleet reports the upstream nodes' health.
 type Fleet interface {
 	Nodes(ctx context.Context) ([]upstream.NodeStatus, error)
@@ -94,7 +118,7 @@ type Server struct {
 	q      *queue.Queue
 	st     Store
 	c      *cache.Cache
-	cat    *claudeq.Catalog
+	models Models
 	log    *slog.Logger
 	now    func() time.Time
 	opt    Options
@@ -129,7 +153,7 @@ func New(d Deps) *Server {
 	if d.Options.MaxBodyBytes == 0 {
 		d.Options.MaxBodyBytes = 1 << 20
 	}
-	s := &Server{q: d.Queue, st: d.Store, c: d.Cache, cat: d.Catalog, log: d.Logger, now: d.Now, opt: d.Options,
+	s := &Server{q: d.Queue, st: d.Store, c: d.Cache, models: d.Models, log: d.Logger, now: d.Now, opt: d.Options,
 		keys: newKeyCache(d.Options.KeyCacheTTL), wh: d.Webhooks, fl: d.Fleet, money: d.Money, ia: d.Interactive}
 	if l, ok := d.Store.(Ledger); ok {
 		s.ledger = l

@@ -22,7 +22,12 @@ func TestAdminKeysLifecycle(t *testing.T) {
 	e.key("idle", "research")
 
 	// Only admins reach /admin; admin:read only reads.
-	require.Equal(t, http.StatusForbidden, do(t, "GET", base+"/admin/keys", user, nil).Status)
+	r0 := do(t, "GET", base+"/admin/keys", user, nil)
+	require.Equal(t, http.StatusForbidden, r0.Status)
+	requireErrorShape(t, r0, "permission_error", `lacks the "admin:read" scope`)
+	r0 = do(t, "POST", base+"/admin/keys", user, map[string]any{"user_id": "bob", "department": "sales"})
+	require.Equal(t, http.StatusForbidden, r0.Status)
+	requireErrorShape(t, r0, "permission_error", `lacks the "admin" scope`) // what the change needs, not the read scope
 	require.Equal(t, http.StatusOK, do(t, "GET", base+"/admin/keys", reader, nil).Status)
 	r := do(t, "POST", base+"/admin/keys", reader, map[string]any{"user_id": "bob", "department": "sales"})
 	require.Equal(t, http.StatusForbidden, r.Status)

@@ -128,7 +128,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 		return nil, err
 	}
 	a.Queue = queue.New(a.rdb)
-	money, err := newMoney(cfg, a.rdb, o.Now)
+	money, err := newMoney(cfg, a.rdb, o.Now, o.Logger, a.Metrics)
 	if err != nil {
 		return nil, err
 	}
@@ -147,6 +147,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 		Strategy: cfg.Balancer, Redis: a.rdb, HTTPClient: upstream.DefaultHTTPClient(), Timeout: cfg.UpstreamTimeout,
 		FailureThreshold: cfg.NodeFailures, FailureWindow: cfg.NodeCooldown, Cooldown: cfg.NodeCooldown,
 		Now: o.Now, Logger: o.Logger, OnStart: a.Metrics.UpstreamStarted,
+		Builtin: a.Money.Pricing.Catalog(), Aliases: cfg.ModelAliases,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("upstream nodes: %w", err)
@@ -227,7 +228,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 	if o.Roles.API {
 		interactive := a.interactive(o) // the Anthropic-compatible API: messages.go
 		a.API = api.New(api.Deps{
-			Queue: a.Queue, Store: a.Store, Cache: ch, Catalog: claudeq.DefaultCatalog(), Logger: o.Logger, Now: o.Now,
+			Queue: a.Queue, Store: a.Store, Cache: ch, Models: a.Fleet, Logger: o.Logger, Now: o.Now,
 			Options: api.Options{
 				MaxBodyBytes: cfg.MaxBodyBytes, DefaultModel: cfg.DefaultModel, DefaultMaxTokens: cfg.DefaultMaxTokens,
 				KeyCacheTTL: cfg.KeyCacheTTL, IdempotencyTTL: cfg.IdempotencyTTL, CacheTTL: cfg.CacheTTL,

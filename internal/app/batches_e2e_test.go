@@ -210,7 +210,7 @@ func TestBatchLifecycleThroughTheSDK(t *testing.T) {
 	require.Equal(t, "invalid_request_error", typ)
 	require.Contains(t, msg, "stop_sequences.0")
 	_, msg = errOf("bad-model")
-	require.Contains(t, msg, "unknown model")
+	require.Contains(t, msg, "is not served here")
 	var upstreamErrored string
 	for _, id := range types["errored"] {
 		if strings.HasPrefix(id, "ok-") {

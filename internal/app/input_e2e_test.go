@@ -27,6 +27,7 @@ func TestBadInputGetsAnthropicErrors(t *testing.T) {
 	tests := []struct {
 		name    string
 		key     string
+		path    string // default /api/claude/chat
 		body    any
 		headers []string
 		status  int
@@ -50,7 +51,12 @@ func TestBadInputGetsAnthropicErrors(t *testing.T) {
 		{name: "max_tokens zero", key: key, body: `{"prompt": "hi", "max_tokens": 0}`, status: 400, typ: "invalid_request_error", msg: "max_tokens: must be greater than 0"},
 		{name: "max_tokens negative", key: key, body: `{"prompt": "hi", "max_tokens": -5}`, status: 400, typ: "invalid_request_error", msg: "max_tokens"},
 		{name: "max_tokens above model limit", key: key, body: `{"prompt": "hi", "model": "haiku", "max_tokens": 10000000}`, status: 400, typ: "invalid_request_error", msg: "above claude-haiku-5-5's limit"},
-		{name: "unknown model", key: key, body: `{"prompt": "hi", "model": "gpt-5"}`, status: 400, typ: "invalid_request_error", msg: `model: unknown model "gpt-5"`},
+		{name: "unknown model", key: key, body: `{"prompt": "hi", "model": "gpt-5"}`, status: 404, typ: "not_found_error", msg: "model: gpt-5 is not served here (no upstream node lists it); GET /v1/models lists"},
+		{name: "a field name in another case", key: key, body: `{"prompt": "hi", "MODEL": "opus"}`, status: 400, typ: "invalid_request_error", msg: "MODEL: unknown field (field names are case-sensitive: model)"},
+		{name: "a field given twice", key: key, body: `{"prompt": "hi", "model": "haiku", "model": "opus"}`, status: 400, typ: "invalid_request_error", msg: "model: appears more than once"},
+		{name: "analyze: a field name in another case", key: key, path: "/api/claude/analyze", body: `{"content": "hi", "task": "summarize", "Model": "opus"}`, status: 400, typ: "invalid_request_error", msg: "Model: unknown field (field names are case-sensitive: model)"},
+		{name: "analyze: a field given twice", key: key, path: "/api/claude/analyze", body: `{"content": "hi", "task": "summarize", "task": "review"}`, status: 400, typ: "invalid_request_error", msg: "task: appears more than once"},
+		{name: "max_tokens above the model's limit", key: key, body: `{"prompt": "hi", "model": "claude-haiku-4-5", "max_tokens": 64001}`, status: 400, typ: "invalid_request_error", msg: "max_tokens: 64001 is above claude-haiku-4-5's limit of 64000"},
 		{name: "temperature out of range", key: key, body: `{"prompt": "hi", "temperature": 3}`, status: 400, typ: "invalid_request_error", msg: "temperature"},
 		{name: "body too large", key: key, body: `{"prompt": "` + strings.Repeat("a", 5000) + `"}`, status: 413, typ: "request_too_large", msg: "larger than 4096 bytes"},
 		{name: "wrong content type", key: key, body: `{"prompt": "hi"}`, headers: []string{"Content-Type", "text/plain"}, status: 415, typ: "unsupported_media_type", msg: "application/json"},
@@ -64,7 +70,11 @@ func TestBadInputGetsAnthropicErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			r := do(t, "POST", chat, tt.key, tt.body, tt.headers...)
+			u := chat
+			if tt.path != "" {
+				u = base + tt.path
+			}
+			r := do(t, "POST", u, tt.key, tt.body, tt.headers...)
 			require.Equal(t, tt.status, r.Status, "%s", r.Body)
 			requireErrorShape(t, r, tt.typ, tt.msg)
 			if tt.status == 401 {

@@ -18,6 +18,7 @@ import (
 	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/pricing"
 	"github.com/claudeq/claudeq/internal/quota"
+	"github.com/claudeq/claudeq/internal/sim"
 	"github.com/claudeq/claudeq/internal/store"
 )
 
@@ -442,8 +443,11 @@ func TestMessagesCountTokensAndModels(t *testing.T) {
 		require.NotEmpty(t, m.DisplayName)
 		require.False(t, m.CreatedAt.IsZero())
 	}
-	require.ElementsMatch(t, []string{"claude-haiku-5-5", "claude-sonnet-5-5", "claude-opus-5-5",
-		"claude-haiku-4-5", "claude-sonnet-4-5", "claude-opus-4-5"}, ids)
+	require.Equal(t, sim.DefaultModels(), ids, "what the node lists (the built-in lineup), newest first")
+	m0, err := c.Models.Get(ctx, "claude-opus-4-8", anthropic.ModelGetParams{})
+	require.NoError(t, err)
+	require.Equal(t, int64(1_000_000), m0.MaxInputTokens)
+	require.Equal(t, int64(128_000), m0.MaxTokens)
 	require.False(t, page.HasMore)
 	require.Equal(t, ids[0], page.FirstID)
 	require.Equal(t, ids[len(ids)-1], page.LastID)
@@ -502,10 +506,12 @@ func TestMessagesBadInputsGetAnthropicErrors(t *testing.T) {
 		{name: "not JSON", key: key, body: `{"model":`, status: 400, typ: "invalid_request_error", msg: "malformed JSON"},
 		{name: "not an object", key: key, body: `[1,2]`, status: 400, typ: "invalid_request_error", msg: "JSON object"},
 		{name: "no model", key: key, body: `{"max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`, status: 400, typ: "invalid_request_error", msg: "model: field required"},
-		{name: "unknown model", key: key, body: `{"model":"claude-nope-9","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`, status: 404, typ: "not_found_error", msg: "model: claude-nope-9"},
+		{name: "unknown model", key: key, body: `{"model":"claude-nope-9","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`, status: 404, typ: "not_found_error", msg: "model: claude-nope-9 is not served here (no upstream node lists it); GET /v1/models lists"},
+		{name: "model given twice", key: key, body: `{"model":"haiku","model":"opus","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`, status: 400, typ: "invalid_request_error", msg: "model: appears more than once"},
+		{name: "prompt above the context window", key: key, body: `{"model":"claude-haiku-4-5","max_tokens":16,"messages":[{"role":"user","content":"` + strings.Repeat("word ", 180_000) + `"}]}`, status: 400, typ: "invalid_request_error", msg: "context window of 200000 tokens"},
 		{name: "no max_tokens", key: key, body: `{"model":"haiku","messages":[{"role":"user","content":"hi"}]}`, status: 400, typ: "invalid_request_error", msg: "max_tokens: field required"},
 		{name: "max_tokens 0", key: key, body: `{"model":"haiku","max_tokens":0,"messages":[{"role":"user","content":"hi"}]}`, status: 400, typ: "invalid_request_error", msg: "greater than 0"},
-		{name: "max_tokens above the model's", key: key, body: `{"model":"haiku","max_tokens":1000000,"messages":[{"role":"user","content":"hi"}]}`, status: 400, typ: "invalid_request_error", msg: "limit of 64000"},
+		{name: "max_tokens above the model's", key: key, body: `{"model":"haiku","max_tokens":1000000,"messages":[{"role":"user","content":"hi"}]}`, status: 400, typ: "invalid_request_error", msg: "limit of 128000"},
 		{name: "no messages", key: key, body: `{"model":"haiku","max_tokens":16}`, status: 400, typ: "invalid_request_error", msg: "messages: field required"},
 		{name: "empty messages", key: key, body: `{"model":"haiku","max_tokens":16,"messages":[]}`, status: 400, typ: "invalid_request_error", msg: "non-empty array"},
 		{name: "stream not a boolean", key: key, body: `{"model":"haiku","max_tokens":16,"stream":"yes","messages":[{"role":"user","content":"hi"}]}`, status: 400, typ: "invalid_request_error", msg: "stream: expected a boolean"},

@@ -188,6 +188,13 @@ func TestQuotaRefusalSaysWhichBudget(t *testing.T) {
 	require.InDelta(t, 0.001, r.json(t)["daily_usd"].(float64), 1e-9)
 	g := do(t, "GET", base+"/admin/quotas/user/alice", admin, nil)
 	require.Equal(t, true, g.json(t)["daily_override"])
+	for _, v := range []any{"0.1058295", 0.1058295} {
+		bad := do(t, "PUT", base+"/admin/quotas/user/alice", admin, map[string]any{"daily_usd": v})
+		require.Equal(t, http.StatusBadRequest, bad.Status, "%s", bad.Body)
+		requireErrorShape(t, bad, "invalid_request_error", "daily_usd: 0.1058295 has more than 6 decimal places")
+	}
+	bad := do(t, "PUT", base+"/admin/quotas/user/alice", admin, map[string]any{"daily_usd": "-1"})
+	requireErrorShape(t, bad, "invalid_request_error", "at most 6 decimal places")
 
 	r = do(t, "POST", base+"/api/claude/chat", key, map[string]any{"prompt": "too expensive", "model": "opus", "max_tokens": 4000})
 	require.Equal(t, http.StatusTooManyRequests, r.Status, "%s", r.Body)

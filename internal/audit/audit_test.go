@@ -86,7 +86,7 @@ func (b *testBundle) replica(t *testing.T) *Chain {
 func request(i int) Record {
 	return Record{
 		Kind: KindRequest, UserID: fmt.Sprintf("u%d", i%3), KeyID: "key_1", RequestHash: fmt.Sprintf("h%d", i),
-		Model: "claude-sonnet-4-5", Tokens: int64(100 + i), CostMicros: int64(1000 * i), ClientIP: "203.0.113.1",
+		Model: "claude-sonnet-5-5", Tokens: int64(100 + i), CostMicros: int64(1000 * i), ClientIP: "203.0.113.1",
 		UserAgent: "anthropic-sdk/1.0", Decision: DecisionAllowed,
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/claudeq/claudeq/internal/cache"
 	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/devmongo"
+	"github.com/claudeq/claudeq/internal/pricing"
 	"github.com/claudeq/claudeq/internal/redisbatch"
 	"github.com/claudeq/claudeq/internal/sim"
 	"github.com/claudeq/claudeq/internal/upstream"
@@ -140,7 +141,7 @@ func gatewayOff(ctx context.Context) error {
 	defer func() { _ = bg.Close(context.Background()) }()
 	fleet.SetBackground(bg)
 	srv := api.New(api.Deps{
-		Catalog: claudeq.DefaultCatalog(), Cache: cache.New(rdb, 0),
+		Models: api.FixedModels(claudeq.NewCatalog(pricing.Default().Catalog(), nil)), Cache: cache.New(rdb, 0),
 		Options: api.Options{MaxBodyBytes: 1 << 20, DefaultMaxTokens: 1024},
 		Interactive: api.Interactive{Upstream: fleet, Anonymous: &claudeq.Principal{KeyID: "bench", UserID: "bench",
 			Department: "bench", Tier: "standard", Scopes: []string{claudeq.ScopeJobs}}},

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/claudeq/claudeq/internal/claudeq"
+	"github.com/claudeq/claudeq/internal/pricing"
 	"github.com/claudeq/claudeq/internal/upstream"
 )
 
@@ -96,7 +97,7 @@ func RunPick(ctx context.Context, e *Env, o *Options) (*PickResult, error) {
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
 	model := "claude-sonnet"
-	if m, ok := claudeq.DefaultCatalog().Resolve("sonnet"); ok {
+	if m, ok := claudeq.NewCatalog(pricing.Default().Catalog(), nil).Resolve("sonnet"); ok {
 		model = m.ID
 	}
 	res := &PickResult{Model: model}

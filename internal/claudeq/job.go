@@ -52,8 +52,16 @@ type Job struct {
 	WebhookURL  string          `json:"webhook_url,omitempty" bson:"webhook_url,omitempty"`
 	// Nodes are the upstream nodes the job's attempts went to, in order.
 	Nodes []string `json:"nodes,omitempty" bson:"nodes,omitempty"`
-	// RequestedModel is set when a fallback model answered instead.
+	// RequestedModel is the model name the caller asked for when it is not
+	// Model: an alias ("opus"), an undated id, or the model a fallback
+	// model answered instead of.
 	RequestedModel string `json:"requested_model,omitempty" bson:"requested_model,omitempty"`
+	// PricedBy says how CostMicros was priced: "table", or "fallback" for
+	// a model the price table lacks (priced as the dearest of its family,
+	// or of all); PricedAs is the price-table entry used. Empty when not
+	// billed.
+	PricedBy string `json:"priced_by,omitempty" bson:"priced_by,omitempty"`
+	PricedAs string `json:"priced_as,omitempty" bson:"priced_as,omitempty"`
 	// RouteReason says why model "auto" chose Model.
 	RouteReason string `json:"route_reason,omitempty" bson:"route_reason,omitempty"`
 	// CostMicros is the billed cost in micro-USD.

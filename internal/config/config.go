@@ -168,9 +168,11 @@ type Config struct {
 	// PricingFile overrides or extends the embedded price table (YAML or
 	// JSON). CLAUDEQ_PRICING_FILE, default none.
 	PricingFile string
-	// PricingDefaultTier prices unknown model ids as this tier (haiku,
-	// sonnet, opus); empty refuses them. CLAUDEQ_PRICING_DEFAULT_TIER.
-	PricingDefaultTier string
+	// ModelAliases pin alias names to model ids ("sonnet" →
+	// "claude-sonnet-5-5"). CLAUDEQ_MODEL_ALIASES, "alias=id,…"; default
+	// none: haiku, sonnet, opus, mythos and fable name the newest model of
+	// their family that some upstream node serves.
+	ModelAliases map[string]string
 	// RoutingSonnetScore and RoutingOpusScore are the complexity scores
 	// from which model "auto" picks sonnet and opus.
 	// CLAUDEQ_ROUTING_SONNET_SCORE (3), CLAUDEQ_ROUTING_OPUS_SCORE (7).
@@ -330,7 +332,27 @@ func Load(getenv func(string) string) (Config, error) {
 	c.QuotaTotalMonthly = l.usd("CLAUDEQ_QUOTA_TOTAL_MONTHLY_USD")
 	c.QuotaReconcileAfter = l.dur("CLAUDEQ_QUOTA_RECONCILE_AFTER", 2*time.Hour)
 	c.PricingFile = l.str("CLAUDEQ_PRICING_FILE", "")
-	c.PricingDefaultTier = l.str("CLAUDEQ_PRICING_DEFAULT_TIER", "")
+	if l.str("CLAUDEQ_PRICING_DEFAULT_TIER", "") != "" {
+		l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_PRICING_DEFAULT_TIER: no longer read: a model without a price is priced as the dearest model of its family, "+
+			"and says so (priced_by: fallback); unset it, and add the model's price with CLAUDEQ_PRICING_FILE"))
+	}
+	c.ModelAliases = map[string]string{}
+	if v := l.str("CLAUDEQ_MODEL_ALIASES", ""); v != "" {
+		for _, pair := range strings.Split(v, ",") {
+			alias, id, ok := strings.Cut(strings.TrimSpace(pair), "=")
+			alias, id = strings.ToLower(strings.TrimSpace(alias)), strings.TrimSpace(id)
+			switch {
+			case !ok || alias == "" || id == "":
+				l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_MODEL_ALIASES: %q is not alias=model-id", pair))
+			case alias == "auto":
+				l.errs = append(l.errs, fmt.Errorf(`CLAUDEQ_MODEL_ALIASES: "auto" is the automatic model choice and cannot be an alias`))
+			case c.ModelAliases[alias] != "":
+				l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_MODEL_ALIASES: %s is pinned twice", alias))
+			default:
+				c.ModelAliases[alias] = id
+			}
+		}
+	}
 	c.RoutingSonnetScore = int(l.int("CLAUDEQ_ROUTING_SONNET_SCORE", 3, 0))
 	c.RoutingOpusScore = int(l.int("CLAUDEQ_ROUTING_OPUS_SCORE", 7, 0))
 	c.NodesFile = l.str("CLAUDEQ_NODES_FILE", "")

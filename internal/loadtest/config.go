@@ -27,7 +27,7 @@ const (
 
 // Defaults applied to zero Config fields.
 const (
-	DefaultModel          = "claude-sonnet-4-5"
+	DefaultModel          = "claude-sonnet-5-5"
 	DefaultMaxTokens      = 256
 	DefaultPollInterval   = 100 * time.Millisecond
 	DefaultTimeout        = 5 * time.Minute
@@ -91,7 +91,7 @@ type Config struct {
 	// CacheRatio (0..1) is the fraction of requests that repeat an earlier
 	// request exactly, which the service can answer from its cache.
 	CacheRatio float64
-	// Model is the model of every request (default claude-sonnet-4-5).
+	// Model is the model of every request (default claude-sonnet-5-5).
 	Model string
 	// MaxTokens is max_tokens of every request (default 256).
 	MaxTokens int

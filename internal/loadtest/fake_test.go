@@ -165,7 +165,7 @@ func (f *fakeAPI) hook(url string, j *fakeJob) {
 
 // view is the job as GET /api/claude/jobs/{id} shows it at now.
 func (f *fakeAPI) view(j *fakeJob, now time.Time) map[string]any {
-	m := map[string]any{"id": j.id, "kind": "chat", "model": "claude-sonnet-4-5", "cached": j.cached,
+	m := map[string]any{"id": j.id, "kind": "chat", "model": "claude-sonnet-5-5", "cached": j.cached,
 		"created_at": j.created, "started_at": nil, "finished_at": nil, "status": "queued"}
 	started, finished := j.created.Add(f.queueWait), j.created.Add(f.queueWait+f.processing)
 	switch {

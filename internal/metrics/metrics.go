@@ -110,6 +110,7 @@ type Metrics struct {
 	cache         *prometheus.CounterVec
 	quota         *prometheus.CounterVec
 	cost          *prometheus.CounterVec
+	pricedFB      *prometheus.CounterVec
 	budget        *prometheus.GaugeVec
 	inflight      *prometheus.GaugeVec
 	nodeHealth    *prometheus.GaugeVec
@@ -171,6 +172,12 @@ func New(reg *prometheus.Registry, opts Options) *Metrics {
 			Name: "claudeq_cost_usd_total",
 			Help: "Settled cost of upstream calls in US dollars by department and model; departments beyond the label bound are \"other\".",
 		}, []string{"department", "model"}),
+		// model: the served models without a price (bounded by
+		// MaxModelLabels, like every model label).
+		pricedFB: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "claudeq_model_priced_by_fallback_total",
+			Help: "Calls billed for a model the price table lacks, priced as the dearest model of its family (or of all): add the model's price (CLAUDEQ_PRICING_FILE).",
+		}, []string{"model"}),
 		budget: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "claudeq_budget_used_ratio",
 			Help: "Share of a daily budget spent or reserved (1 = exhausted), for the total budget (department=\"\") and per department.",
@@ -232,7 +239,7 @@ func New(reg *prometheus.Registry, opts Options) *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.requests, m.responseTime, m.active, m.tokens, m.errors,
-		m.cache, m.quota, m.cost, budget, m.inflight, nodeHealth, m.webhooks, m.batchItems,
+		m.cache, m.quota, m.cost, m.pricedFB, budget, m.inflight, nodeHealth, m.webhooks, m.batchItems,
 		m.httpRequests, m.httpDuration, m.failOpen, m.auditDropped, m.auditBacklog,
 	)
 	// Counters with a small closed label set start at zero, so that rate()
@@ -345,6 +352,14 @@ func (m *Metrics) AddCost(department, model string, usd float64) {
 		return
 	}
 	m.cost.WithLabelValues(m.depts.value(department), m.models.value(model)).Add(usd)
+}
+
+// PricedByFallback counts a call of model billed at a fallback price
+// (pricing.ByFallback).
+func (m *Metrics) PricedByFallback(model string) {
+	if m != nil {
+		m.pricedFB.WithLabelValues(m.models.value(model)).Inc()
+	}
 }
 
 // SetBudgetUsed records the share (0–1, above 1 when overspent) of a daily
@@ -522,6 +537,7 @@ func Names() []string {
 		"claudeq_cost_usd_total",
 		"claudeq_http_request_duration_seconds",
 		"claudeq_http_requests_total",
+		"claudeq_model_priced_by_fallback_total",
 		"claudeq_queue_metrics_up",
 		"claudeq_quota_refusals_total",
 		"claudeq_ratelimit_failopen_total",

@@ -235,7 +235,7 @@ func TestApplyMessages(t *testing.T) {
 	t.Parallel()
 	p, err := New(Config{})
 	require.NoError(t, err)
-	body := `{"model":"claude-sonnet-4-5","max_tokens":10,"metadata":{"n":12345678901234567890},
+	body := `{"model":"claude-sonnet-5-5","max_tokens":10,"metadata":{"n":12345678901234567890},
 	"system":[{"type":"text","text":"reply to ops@corp.io"}],
 	"messages":[
 	 {"role":"user","content":"my card is 4111 1111 1111 1111 <b>"},

@@ -35,18 +35,21 @@ var Weights = map[string]int{Critical: 6, Default: 3, Webhooks: 2, Batch: 1}
 
 // State is the live state of a job in Redis.
 type State struct {
-	ID          string
-	UserID      string
-	Status      claudeq.Status
-	Kind        string
-	Model       string
-	RequestHash string
-	CacheKey    string // set on a job answered from the cache
-	Attempts    int
-	CreatedAt   time.Time
-	StartedAt   time.Time
-	FinishedAt  time.Time
-	LastError   string // the error of the last failed attempt, while retrying; a failed job's reason when FailLost failed it
+	ID     string
+	UserID string
+	Status claudeq.Status
+	Kind   string
+	Model  string
+	// RequestedModel is the name the caller asked for when it is not Model
+	// (an alias such as "opus", or an undated id); "" otherwise.
+	RequestedModel string
+	RequestHash    string
+	CacheKey       string // set on a job answered from the cache
+	Attempts       int
+	CreatedAt      time.Time
+	StartedAt      time.Time
+	FinishedAt     time.Time
+	LastError      string // the error of the last failed attempt, while retrying; a failed job's reason when FailLost failed it
 }
 
 // Queue is the Redis side of jobs: their live state and the asynq client.
@@ -120,6 +123,9 @@ func (q *Queue) Submit(ctx context.Context, s Submission) (*State, error) {
 	args := []any{s.TTL.Milliseconds(),
 		"u", st.UserID, "st", string(claudeq.StatusQueued), "k", st.Kind, "m", st.Model,
 		"rh", st.RequestHash, "ca", ms(st.CreatedAt), "at", 0}
+	if st.RequestedModel != "" {
+		args = append(args, "rm", st.RequestedModel) // only then: a queued job's bytes are a design figure
+	}
 	res, err := createScript.Run(ctx, q.rdb, []string{k}, args...).Slice()
 	if err != nil {
 		return nil, unavailable("queue.Submit", err)
@@ -187,7 +193,7 @@ func (q *Queue) State(ctx context.Context, id string) (*State, error) {
 	}
 	at, _ := strconv.Atoi(m["at"])
 	return &State{
-		ID: id, UserID: m["u"], Status: claudeq.Status(m["st"]), Kind: m["k"], Model: m["m"],
+		ID: id, UserID: m["u"], Status: claudeq.Status(m["st"]), Kind: m["k"], Model: m["m"], RequestedModel: m["rm"],
 		RequestHash: m["rh"], CacheKey: m["ck"], Attempts: at, LastError: m["le"],
 		CreatedAt: unms(m["ca"]), StartedAt: unms(m["sa"]), FinishedAt: unms(m["fa"]),
 	}, nil

@@ -27,9 +27,11 @@ type LedgerEntry struct {
 	KeyID      string `bson:"key_id,omitempty" json:"key_id,omitempty"`
 	// Model is the model that answered.
 	Model string `bson:"model" json:"model"`
-	// PricedAs is the model whose prices were applied when it differs from
-	// Model (an unknown id priced as the default tier).
+	// PricedAs is the price-table entry applied when it is not Model's own
+	// (a dated id priced as its base, an unknown id priced by fallback);
+	// PricedBy is "fallback" for the latter (pricing.ByFallback).
 	PricedAs string        `bson:"priced_as,omitempty" json:"priced_as,omitempty"`
+	PricedBy string        `bson:"priced_by,omitempty" json:"priced_by,omitempty"`
 	Usage    claudeq.Usage `bson:"usage" json:"usage"`
 	// Tokens is Usage.Total(), stored so that one $sum can add it; filled
 	// in on insert when zero.

@@ -2,6 +2,7 @@ package task
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -270,7 +271,7 @@ func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Tim
 		ID: p.ID, Kind: p.Kind, Status: status, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID,
 		SessionID: p.SessionID, Metadata: p.Metadata, RequestHash: p.RequestHash, Error: jerr,
 		Attempts: n + 1, CreatedAt: p.CreatedAt.UTC(), FinishedAt: &now, WebhookURL: p.WebhookURL,
-		RequestedModel: out.requestedModel, RouteReason: p.RouteReason, BatchID: p.BatchID, CustomID: p.CustomID,
+		RequestedModel: cmp.Or(p.RequestedModel, out.requestedModel), RouteReason: p.RouteReason, BatchID: p.BatchID, CustomID: p.CustomID,
 	}
 	if node != "" && node != "stash" {
 		j.Nodes = append(slices.Clone(out.tried), node)
@@ -306,7 +307,7 @@ func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Tim
 		}
 	}
 	if status == claudeq.StatusSucceeded {
-		entry, err := h.bill(ctx, p, j, out.requestedModel)
+		entry, err := h.bill(ctx, p, j, cmp.Or(out.requestedModel, req.Model))
 		if err != nil {
 			h.Logger.Error("pricing the job failed; will retry", "job_id", p.ID, "model", j.Model, "err", err)
 			return Infra(err)

@@ -45,27 +45,27 @@ func (h *JobHandler) reserveDeferred(ctx context.Context, p *JobPayload) error {
 
 // Pricer prices real usage.
 type Pricer interface {
-	Cost(model string, u claudeq.Usage, batch bool, at time.Time) (pricing.Micros, pricing.Priced, error)
+	CostFor(answered, requested string, u claudeq.Usage, batch bool, at time.Time) (pricing.Micros, pricing.Priced, error)
 }
 
 // bill prices a succeeded job and returns its ledger entry (nil without
-// pricing). The entry lands on the day its reservation was made, so a job
-// reserved at 23:59:59 and finished after midnight is billed to that day.
+// pricing): j.Model is the model that answered, requested the one the
+// request asked for. The entry lands on the day its reservation was made,
+// so a job reserved at 23:59:59 and finished after midnight is billed to
+// that day.
 func (h *JobHandler) bill(ctx context.Context, p *JobPayload, j *claudeq.Job, requested string) (*store.LedgerEntry, error) {
 	if h.Pricing == nil || j.Usage == nil {
 		return nil, nil
 	}
 	batch := p.BatchID != "" // billed at the batch price
-	cost, priced, err := h.Pricing.Cost(j.Model, *j.Usage, batch, *j.FinishedAt)
-	if err != nil && requested != "" && requested != j.Model {
-		cost, priced, err = h.Pricing.Cost(requested, *j.Usage, batch, *j.FinishedAt)
-	}
+	cost, priced, err := h.Pricing.CostFor(j.Model, requested, *j.Usage, batch, *j.FinishedAt)
 	if err != nil {
-		// The api accepted the model, so a price must exist; never bill zero
-		// silently: retry later (an operator can fix the price table).
+		// Every model has a price; only usage the upstream reported
+		// negative gets here. Never bill zero silently: retry later.
 		return nil, err
 	}
 	j.CostMicros = int64(cost)
+	j.PricedBy, j.PricedAs = priced.By(), priced.Model
 	day := ""
 	if h.Quota != nil {
 		if hold, err := h.Quota.Hold(ctx, reservationOf(p)); err == nil {
@@ -81,6 +81,9 @@ func (h *JobHandler) bill(ctx context.Context, p *JobPayload, j *claudeq.Job, re
 		Model: j.Model, Usage: *j.Usage, CostMicros: int64(cost), Day: day, At: *j.FinishedAt, Batch: batch}
 	if priced.Fallback || priced.Model != j.Model {
 		e.PricedAs = priced.Model
+	}
+	if priced.Fallback {
+		e.PricedBy = pricing.ByFallback
 	}
 	return e, nil
 }

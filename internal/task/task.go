@@ -41,6 +41,9 @@ type JobPayload struct {
 	// overloaded or has no healthy node.
 	FallbackModels []string `json:"fallback_models,omitempty"`
 	RouteReason    string   `json:"route_reason,omitempty"`
+	// RequestedModel is the model name the caller asked for when it is not
+	// the request's model (an alias, an undated id): shown on the job.
+	RequestedModel string `json:"requested_model,omitempty"`
 	// Deferred marks a job parked until its budget reset: the worker
 	// reserves EstimateMicros before running it.
 	Deferred       bool      `json:"deferred,omitempty"`
