@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,16 +40,43 @@ func micros(m int64) float64 { return float64(m) / 1e6 }
 // route resolves model "auto": a tier by the prompt's complexity, capped by
 // the key's tier, and says why in response headers.
 func (s *Server) route(c echo.Context, cat *claudeq.Catalog, spec *jobSpec) error {
-	d := routing.Route(spec.req, s.money.Thresholds, principalOf(c).Tier)
-	m, ok := cat.Resolve(d.Tier)
+	keyTier := principalOf(c).Tier
+	d := routing.Route(spec.req, s.money.Thresholds, keyTier)
+	m, family, ok := nearestServed(cat, d.Tier, keyTier)
 	if !ok {
-		return unknownModel(cat, d.Tier)
+		return claudeq.Errorf(claudeq.KindNotFound, "model: auto chose %s, and no upstream node serves a haiku, sonnet or opus model this key may use; GET /v1/models lists the models you can use", d.Tier)
+	}
+	if family != d.Tier {
+		d.Reason += "; no " + d.Tier + " model is served, so " + family
+		d.Tier = family
 	}
 	spec.resolved("auto", m)
 	spec.routeReason = d.Reason
 	c.Response().Header().Set("X-Claudeq-Routed-Model", m.ID)
 	c.Response().Header().Set("X-Claudeq-Route-Reason", d.Header())
 	return nil
+}
+
+// nearestServed returns the newest served model of the routing tier want,
+// else of the nearest tier that is served: cheaper ones first, then
+// dearer ones up to the key's tier.
+func nearestServed(cat *claudeq.Catalog, want, keyTier string) (claudeq.Model, string, bool) {
+	tiers := []string{routing.TierHaiku, routing.TierSonnet, routing.TierOpus}
+	at := slices.Index(tiers, want)
+	if at < 0 {
+		return claudeq.Model{}, "", false
+	}
+	order := append(slices.Clone(tiers[:at+1]), tiers[at+1:]...)
+	slices.Reverse(order[:at+1]) // want, then the cheaper ones, then the dearer ones
+	for _, t := range order {
+		if !tierAllows(keyTier, t) {
+			continue
+		}
+		if m, ok := cat.Resolve(t); ok {
+			return m, t, true
+		}
+	}
+	return claudeq.Model{}, "", false
 }
 
 // estimate is the worst-case cost of a request: its input by a documented

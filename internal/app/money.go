@@ -2,25 +2,19 @@ package app
 
 import (
 	"fmt"
-	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/claudeq/claudeq/internal/api"
 	"github.com/claudeq/claudeq/internal/config"
-	"github.com/claudeq/claudeq/internal/metrics"
 	"github.com/claudeq/claudeq/internal/pricing"
 	"github.com/claudeq/claudeq/internal/quota"
 	"github.com/claudeq/claudeq/internal/routing"
 )
 
 // newMoney builds the price table, the budgets and the routing thresholds.
-// A call priced by fallback (a served model the table lacks) is counted in
-// claudeq_model_priced_by_fallback_total, and the first one of each model
-// in this process is logged as a warning.
-func newMoney(cfg config.Config, rdb redis.UniversalClient, now func() time.Time, log *slog.Logger, m *metrics.Metrics) (api.Money, error) {
+func newMoney(cfg config.Config, rdb redis.UniversalClient, now func() time.Time) (api.Money, error) {
 	table := pricing.Default()
 	if cfg.PricingFile != "" {
 		t, err := pricing.Load(cfg.PricingFile)
@@ -29,14 +23,7 @@ func newMoney(cfg config.Config, rdb redis.UniversalClient, now func() time.Time
 		}
 		table = t
 	}
-	var warned sync.Map
-	table = table.WithFallbackHook(func(model, as string) {
-		m.PricedByFallback(model)
-		if _, seen := warned.LoadOrStore(model, true); !seen {
-			log.Warn("a served model has no price: billed as the dearest model of its family; add its price (CLAUDEQ_PRICING_FILE)",
-				"model", model, "priced_as", as)
-		}
-	})
+
 	q, err := quota.New(rdb, quota.Options{
 		UserDaily: quota.Micros(cfg.QuotaUserDaily), DepartmentDaily: quota.Micros(cfg.QuotaDepartmentDaily),
 		TotalDaily: quota.Micros(cfg.QuotaTotalDaily), TotalMonthly: quota.Micros(cfg.QuotaTotalMonthly),

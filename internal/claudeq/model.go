@@ -62,26 +62,38 @@ func SnapshotBase(id string) (string, bool) {
 	return id[:i], true
 }
 
-// version returns the numbers of a model id other than a snapshot date:
-// [4 8] for "claude-opus-4-8", [5] for "claude-opus-5", [3 5] for
-// "claude-3-5-sonnet-20241022".
-func version(id string) []int {
-	base, _ := SnapshotBase(id)
-	var v []int
-	for _, p := range strings.Split(base, "-") {
-		if n, err := strconv.Atoi(p); err == nil {
+// version returns the numbers of a model id other than snapshot dates (8
+// digits), and how many words it has beyond "claude" and its family: [4 8]
+// and 0 for "claude-opus-4-8", [5] for "claude-opus-5", [3 5] for
+// "claude-3-5-sonnet-20241022", [4] and 1 for
+// "claude-sonnet-4-20250514-v1:0", [4 8] and 1 for "claude-opus-4-8-fast".
+func version(id string) (v []int, words int) {
+	for _, p := range strings.Split(strings.ToLower(id), "-") {
+		n, err := strconv.Atoi(p)
+		switch {
+		case err == nil && len(p) == 8: // a snapshot date
+		case err == nil:
 			v = append(v, n)
+		case p != "claude" && !slices.Contains(Families, p):
+			words++
 		}
 	}
-	return v
+	return v, words
 }
 
 // Newer reports whether a is a newer model than b: a higher version (by
-// the numbers in the id, "5-5" above "5" above "4-8"), then a later
-// release date, then a later snapshot date.
+// the numbers in the id, "5-5" above "5" above "4-8"), then the plain
+// model before a variant of it ("claude-opus-4-8" before
+// "claude-opus-4-8-fast"), then a later release date, then a later
+// snapshot date.
 func Newer(a, b Model) bool {
-	if c := slices.Compare(version(a.ID), version(b.ID)); c != 0 {
+	va, wa := version(a.ID)
+	vb, wb := version(b.ID)
+	if c := slices.Compare(va, vb); c != 0 {
 		return c > 0
+	}
+	if wa != wb {
+		return wa < wb
 	}
 	if !a.CreatedAt.Equal(b.CreatedAt) {
 		return a.CreatedAt.After(b.CreatedAt)
@@ -125,7 +137,7 @@ func NewCatalog(models []Model, pins map[string]string) *Catalog {
 		c.byID[m.ID] = i
 	}
 	for a, id := range pins {
-		c.pins[strings.ToLower(strings.TrimSpace(a))] = strings.TrimSpace(id)
+		c.pins[strings.ToLower(strings.TrimSpace(a))] = strings.ToLower(strings.TrimSpace(id)) // model ids are lower case
 	}
 	return c
 }
@@ -147,17 +159,38 @@ func (c *Catalog) Resolve(name string) (Model, bool) {
 	name = strings.TrimSpace(name)
 	alias := strings.ToLower(name)
 	if id, ok := c.pins[alias]; ok {
+		if slices.Contains(Families, id) { // pinned to a family: its newest
+			return c.newest(id)
+		}
 		return c.Lookup(id)
 	}
 	if slices.Contains(Families, alias) {
-		for _, m := range c.models { // newest first
-			if m.Family() == alias {
-				return m, true
-			}
-		}
-		return Model{}, false
+		return c.newest(alias)
 	}
 	return c.Lookup(name)
+}
+
+// newest returns the family's newest served model.
+func (c *Catalog) newest(family string) (Model, bool) {
+	for _, m := range c.models { // newest first
+		if m.Family() == family {
+			return m, true
+		}
+	}
+	return Model{}, false
+}
+
+// Serves reports whether a call for id (an id Resolve returned) may go to
+// a node with this list: the list has id, or id is a dated snapshot of an
+// id it has. An undated id whose only listed form is dated does not match:
+// a strict node may not know the undated name.
+func (c *Catalog) Serves(id string) bool {
+	if _, ok := c.byID[id]; ok {
+		return true
+	}
+	base, dated := SnapshotBase(id)
+	_, ok := c.byID[base]
+	return dated && ok
 }
 
 // Lookup finds a model by id alone (no aliases): listed, a dated snapshot
@@ -206,7 +239,9 @@ func (c *Catalog) Aliases() []string {
 		}
 	}
 	for a := range c.pins {
-		out = append(out, a)
+		if _, ok := c.Resolve(a); ok {
+			out = append(out, a)
+		}
 	}
 	slices.Sort(out)
 	return out

@@ -35,7 +35,9 @@ var lineup = []claudeq.Model{
 func TestCatalogResolve(t *testing.T) {
 	t.Parallel()
 	cat := claudeq.NewCatalog(lineup, nil)
-	pinned := claudeq.NewCatalog(lineup, map[string]string{"Sonnet": "claude-sonnet-4-5-20250929", "fast": "claude-haiku-4-5-20251001", "gone": "claude-opus-9"})
+	pinned := claudeq.NewCatalog(lineup, map[string]string{"Sonnet": "Claude-Sonnet-4-5-20250929", "fast": "claude-haiku-4-5-20251001", "gone": "claude-opus-9", "big": "fable"})
+	variants := claudeq.NewCatalog([]claudeq.Model{{ID: "claude-opus-4-8-fast"}, {ID: "claude-opus-4-8"},
+		{ID: "claude-sonnet-4-20250514-v1:0"}, {ID: "claude-sonnet-4-5-20250929-v1:0"}}, nil)
 	tests := []struct {
 		name   string
 		cat    *claudeq.Catalog
@@ -55,10 +57,14 @@ func TestCatalogResolve(t *testing.T) {
 		{name: "ids are exact", cat: cat, in: "Claude-Opus-4-8", wantID: ""},
 		{name: "unknown", cat: cat, in: "claude-opus-9", wantID: ""},
 		{name: "a model of no family", cat: cat, in: "claude-nova-1", wantID: "claude-nova-1"},
-		{name: "a pinned family", cat: pinned, in: "sonnet", wantID: "claude-sonnet-4-5-20250929"},
+
 		{name: "a family not pinned still floats", cat: pinned, in: "opus", wantID: "claude-opus-5-5"},
 		{name: "a pinned name of one's own", cat: pinned, in: "FAST", wantID: "claude-haiku-4-5-20251001"},
 		{name: "a pin to a model nobody serves", cat: pinned, in: "gone", wantID: ""},
+		{name: "a pin in another case is lower-cased", cat: pinned, in: "sonnet", wantID: "claude-sonnet-4-5-20250929"},
+		{name: "a pin to a family", cat: pinned, in: "big", wantID: "claude-fable-5-2"},
+		{name: "the plain model before its variant", cat: variants, in: "opus", wantID: "claude-opus-4-8"},
+		{name: "a date inside the id is no version", cat: variants, in: "sonnet", wantID: "claude-sonnet-4-5-20250929-v1:0"},
 		{name: "empty", cat: cat, in: "", wantID: ""},
 	}
 	for _, tt := range tests {
@@ -72,7 +78,7 @@ func TestCatalogResolve(t *testing.T) {
 	id, ok := pinned.Pinned("SONNET")
 	require.True(t, ok)
 	require.Equal(t, "claude-sonnet-4-5-20250929", id)
-	require.Equal(t, []string{"fable", "fast", "gone", "haiku", "opus", "sonnet"}, pinned.Aliases())
+	require.Equal(t, []string{"big", "fable", "fast", "haiku", "opus", "sonnet"}, pinned.Aliases(), "a pin that resolves to nothing is not offered")
 	require.Equal(t, 10, cat.Len())
 	require.Equal(t, "claude-sonnet-5-5", cat.Models()[0].ID, "newest first: version, then release date")
 }
@@ -103,4 +109,14 @@ func TestFamilyAndSnapshot(t *testing.T) {
 	require.True(t, claudeq.Newer(claudeq.Model{ID: "claude-opus-5-5"}, claudeq.Model{ID: "claude-opus-5"}))
 	require.True(t, claudeq.Newer(claudeq.Model{ID: "claude-haiku-4-5-20260101"}, claudeq.Model{ID: "claude-haiku-4-5-20251001"}), "same version: the later snapshot")
 	require.False(t, claudeq.Newer(claudeq.Model{ID: "claude-opus-4-8"}, claudeq.Model{ID: "claude-opus-4-8"}))
+}
+
+func TestCatalogServes(t *testing.T) {
+	t.Parallel()
+	node := claudeq.NewCatalog([]claudeq.Model{{ID: "claude-opus-4-8"}, {ID: "claude-haiku-4-5-20251001"}}, nil)
+	require.True(t, node.Serves("claude-opus-4-8"))
+	require.True(t, node.Serves("claude-opus-4-8-20260528"), "a snapshot of a listed id")
+	require.True(t, node.Serves("claude-haiku-4-5-20251001"))
+	require.False(t, node.Serves("claude-haiku-4-5"), "an undated name the node does not list")
+	require.False(t, node.Serves("claude-opus-4-7"))
 }

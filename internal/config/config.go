@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/pricing"
 	"github.com/claudeq/claudeq/internal/upstream"
 	"github.com/claudeq/claudeq/internal/webhook"
@@ -133,10 +135,17 @@ type Config struct {
 	// DelayedTaskCheckInterval is how often retries and scheduled jobs are
 	// moved to their queue. CLAUDEQ_DELAYED_TASK_CHECK_INTERVAL, default 1s.
 	DelayedTaskCheckInterval time.Duration
-	// KeyCacheTTL is how long the api caches an API key lookup; a revoked key
-	// keeps working on other replicas for at most this long.
-	// CLAUDEQ_KEY_CACHE_TTL, default 30s; 0 disables the cache.
+	// KeyCacheTTL is how long the api caches an API key lookup (the
+	// submit path then does not touch the store). A key revoked, rotated
+	// out or changed is dropped from every api's cache within
+	// KeyWatchInterval, whatever this is. CLAUDEQ_KEY_CACHE_TTL, default
+	// 30s; 0 looks every key up on every request.
 	KeyCacheTTL time.Duration
+	// KeyWatchInterval is how often the api asks the store which keys
+	// changed, to drop them from its cache. CLAUDEQ_KEY_WATCH_INTERVAL,
+	// default 250ms; 0 turns watching off (changes then wait for
+	// KeyCacheTTL).
+	KeyWatchInterval time.Duration
 	// IdempotencyTTL is how long an Idempotency-Key (and a finished job's
 	// state in Redis) is remembered. CLAUDEQ_IDEMPOTENCY_TTL, default 24h.
 	IdempotencyTTL time.Duration
@@ -312,6 +321,7 @@ func Load(getenv func(string) string) (Config, error) {
 		TaskCheckInterval:        l.dur("CLAUDEQ_TASK_CHECK_INTERVAL", 20*time.Millisecond),
 		DelayedTaskCheckInterval: l.dur("CLAUDEQ_DELAYED_TASK_CHECK_INTERVAL", time.Second),
 		KeyCacheTTL:              l.dur("CLAUDEQ_KEY_CACHE_TTL", 30*time.Second),
+		KeyWatchInterval:         l.dur("CLAUDEQ_KEY_WATCH_INTERVAL", 250*time.Millisecond),
 		IdempotencyTTL:           l.dur("CLAUDEQ_IDEMPOTENCY_TTL", 24*time.Hour),
 		ShutdownTimeout:          l.dur("CLAUDEQ_SHUTDOWN_TIMEOUT", 25*time.Second),
 		DefaultModel:             l.str("CLAUDEQ_DEFAULT_MODEL", "sonnet"),
@@ -349,7 +359,12 @@ func Load(getenv func(string) string) (Config, error) {
 			case c.ModelAliases[alias] != "":
 				l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_MODEL_ALIASES: %s is pinned twice", alias))
 			default:
-				c.ModelAliases[alias] = id
+				c.ModelAliases[alias] = strings.ToLower(id) // model ids are lower case
+			}
+		}
+		for alias, id := range c.ModelAliases {
+			if _, pin := c.ModelAliases[id]; pin && !slices.Contains(claudeq.Families, id) {
+				l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_MODEL_ALIASES: %s=%s: pin an alias to a model id or a family, not to another alias", alias, id))
 			}
 		}
 	}

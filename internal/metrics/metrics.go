@@ -102,28 +102,30 @@ var httpBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
 // concurrent use. A nil *Metrics records nothing: every method is a no-op
 // on it, so that components take an optional one.
 type Metrics struct {
-	requests      *prometheus.CounterVec
-	responseTime  *prometheus.HistogramVec
-	active        prometheus.Gauge
-	tokens        *prometheus.CounterVec
-	errors        *prometheus.CounterVec
-	cache         *prometheus.CounterVec
-	quota         *prometheus.CounterVec
-	cost          *prometheus.CounterVec
-	pricedFB      *prometheus.CounterVec
-	budget        *prometheus.GaugeVec
-	inflight      *prometheus.GaugeVec
-	nodeHealth    *prometheus.GaugeVec
-	webhooks      *prometheus.CounterVec
-	batchItems    *prometheus.CounterVec
-	httpRequests  *prometheus.CounterVec
-	httpDuration  *prometheus.HistogramVec
-	failOpen      prometheus.Counter
-	auditDropped  prometheus.Counter
-	auditBacklog  prometheus.Gauge
-	users, depts  *bounded
-	userTypes     *bounded
-	models, nodes *bounded
+	requests       *prometheus.CounterVec
+	responseTime   *prometheus.HistogramVec
+	active         prometheus.Gauge
+	tokens         *prometheus.CounterVec
+	errors         *prometheus.CounterVec
+	cache          *prometheus.CounterVec
+	quota          *prometheus.CounterVec
+	cost           *prometheus.CounterVec
+	pricedFB       *prometheus.CounterVec
+	budget         *prometheus.GaugeVec
+	inflight       *prometheus.GaugeVec
+	nodeHealth     *prometheus.GaugeVec
+	webhooks       *prometheus.CounterVec
+	batchItems     *prometheus.CounterVec
+	httpRequests   *prometheus.CounterVec
+	httpDuration   *prometheus.HistogramVec
+	failOpen       prometheus.Counter
+	auditDropped   prometheus.Counter
+	auditBacklog   prometheus.Gauge
+	log            *slog.Logger
+	fallbackWarned sync.Map // model → true: PricedByFallback warned
+	users, depts   *bounded
+	userTypes      *bounded
+	models, nodes  *bounded
 }
 
 // New registers claudeq's metrics, the Go runtime and process collectors
@@ -135,6 +137,7 @@ func New(reg *prometheus.Registry, opts Options) *Metrics {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	m := &Metrics{
+		log: opts.Logger,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "claude_requests_total",
 			Help: "Calls to the Claude API by model, outcome and caller tier (user_type).",
@@ -355,10 +358,17 @@ func (m *Metrics) AddCost(department, model string, usd float64) {
 }
 
 // PricedByFallback counts a call of model billed at a fallback price
-// (pricing.ByFallback).
-func (m *Metrics) PricedByFallback(model string) {
-	if m != nil {
-		m.pricedFB.WithLabelValues(m.models.value(model)).Inc()
+// (pricing.ByFallback), as pricedAs: record it once the bill is durable.
+// The first one of each model in this process is also logged as a
+// warning, so that an operator adds the model's price.
+func (m *Metrics) PricedByFallback(model, pricedAs string) {
+	if m == nil {
+		return
+	}
+	m.pricedFB.WithLabelValues(m.models.value(model)).Inc()
+	if _, seen := m.fallbackWarned.LoadOrStore(model, true); !seen {
+		m.log.Warn("a served model has no price: billed as the dearest model of its family (or of all); add its price with CLAUDEQ_PRICING_FILE",
+			"model", model, "priced_as", pricedAs)
 	}
 }
 

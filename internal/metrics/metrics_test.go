@@ -529,7 +529,7 @@ func driveAll(m *metrics.Metrics) {
 	m.CacheHit()
 	m.QuotaRefused(metrics.QuotaUser)
 	m.AddCost("research", sonnet, 0.01)
-	m.PricedByFallback("claude-fable-5-3")
+	m.PricedByFallback("claude-fable-5-3", "claude-fable-5")
 	m.SetBudgetUsed(metrics.QuotaTotal, "", 0.1)
 	m.SetNodeHealth("node-a", metrics.NodeHealthy)
 	m.WebhookDelivery(metrics.WebhookSuccess)

@@ -90,9 +90,6 @@ type Table struct {
 	models  map[string][]Version // sorted by EffectiveFrom, ascending
 	catalog []claudeq.Model      // the built-in model list, by id
 	dearest map[string]string    // family ("" for all models) → its dearest priced id
-	// onFallback, when set, is called by Cost for a model priced by
-	// fallback (WithFallbackHook).
-	onFallback func(model, pricedAs string)
 }
 
 //go:embed default.yaml
@@ -112,10 +109,11 @@ func Default() *Table {
 
 // Load reads the price file at path (YAML or JSON; JSON is valid YAML) and
 // returns the embedded table with the file's entries added: a version with
-// the same effective_from as an embedded one replaces it, aliases are
-// overridden one by one, and a non-empty default_tier replaces the
-// embedded one. With replace_defaults: true the file stands alone. Unknown
-// fields are errors. An empty path returns Default().
+// the same effective_from as an embedded one replaces it, and a catalog
+// entry replaces the embedded one of its id. With replace_defaults: true
+// the file stands alone. Unknown fields are errors, and so are aliases and
+// default_tier (replaced by CLAUDEQ_MODEL_ALIASES and the family
+// fallback). An empty path returns Default().
 func Load(path string) (*Table, error) {
 	if path == "" {
 		return Default(), nil
@@ -318,11 +316,11 @@ func dearer(a, b Version, ai, bi string) bool {
 
 // How a model's price was found (Priced.By).
 const (
-	// ByTable: the table lists the id, or the id is a dated snapshot or a
-	// variant of an id it lists: the longest listed id that the model id
-	// continues after a "-" with a snapshot date or a word, not a version
-	// number (claude-haiku-4-5-20251001 is claude-haiku-4-5; claude-fable-5-3
-	// is not claude-fable-5).
+	// ByTable: the table lists the id, or the id is a dated snapshot of an
+	// id it lists: the longest listed id that the model id continues after
+	// a "-" with a snapshot date (claude-haiku-4-5-20251001 is
+	// claude-haiku-4-5; claude-fable-5-3 is not claude-fable-5, nor is
+	// claude-opus-4-8-fast claude-opus-4-8).
 	ByTable = "table"
 	// ByFallback: the table knows nothing of the id: it is priced as the
 	// dearest listed model of its family (fable, mythos, opus, sonnet,
@@ -330,13 +328,14 @@ const (
 	ByFallback = "fallback"
 )
 
-// versionNext reports whether rest (what follows a listed id and a "-")
-// starts with a version number: claude-fable-5-3 is another model than
-// claude-fable-5, while claude-haiku-4-5-20251001 (a snapshot date) and
-// claude-opus-4-8-fast (a word) are variants of the listed id.
-func versionNext(rest string) bool {
+// dateNext reports whether rest (what follows a listed id and a "-")
+// starts with a snapshot date: claude-haiku-4-5-20251001 (and a cloud
+// provider's claude-haiku-4-5-20251001-v1:0) is claude-haiku-4-5; but
+// claude-fable-5-3 is another model than claude-fable-5, and
+// claude-opus-4-8-fast a variant that may cost more (fast mode does).
+func dateNext(rest string) bool {
 	seg, _, _ := strings.Cut(rest, "-")
-	if seg == "" || len(seg) == 8 {
+	if len(seg) != 8 {
 		return false
 	}
 	for _, c := range seg {
@@ -355,7 +354,7 @@ func (t *Table) resolve(model string) (string, string) {
 	}
 	best := ""
 	for id := range t.models {
-		if len(id) > len(best) && strings.HasPrefix(name, id+"-") && !versionNext(name[len(id)+1:]) {
+		if len(id) > len(best) && strings.HasPrefix(name, id+"-") && dateNext(name[len(id)+1:]) {
 			best = id
 		}
 	}
@@ -372,16 +371,6 @@ func (t *Table) resolve(model string) (string, string) {
 // it was found (ByTable or ByFallback). Every model has a price: one the
 // table does not know is priced as the dearest of its family, or of all.
 func (t *Table) Resolve(model string) (id, by string) { return t.resolve(model) }
-
-// WithFallbackHook returns a copy of t that calls fn(model, pricedAs) from
-// Cost each time a model is priced by fallback, for the counter and the
-// warning that tell the operator to add its price. fn must be safe for
-// concurrent use and must not block.
-func (t *Table) WithFallbackHook(fn func(model, pricedAs string)) *Table {
-	c := *t
-	c.onFallback = fn
-	return &c
-}
 
 // Catalog returns the built-in model list, sorted by id.
 func (t *Table) Catalog() []claudeq.Model { return slices.Clone(t.catalog) }
@@ -500,23 +489,20 @@ func (t *Table) Cost(model string, u claudeq.Usage, batch bool, at time.Time) (M
 		CacheWrite1h: classCost(w1, r.CacheWrite1h, d),
 		CacheRead:    classCost(u.CacheReadInputTokens, r.CacheRead, d),
 	}
-	if fallback && t.onFallback != nil {
-		t.onFallback(model, id)
-	}
 	return p.Breakdown.Total(), p, nil
 }
 
-// CostFor prices a finished call that asked for requested and was answered
-// by answered (the model id the upstream reported; "" when it reported
-// none): answered's own price when the table has one, else requested's
-// when the table has that (an upstream may report an id of its own for a
-// model it was asked for by a listed id), else the fallback. Errors are
-// Cost's.
+// CostFor prices a finished call that sent requested and was answered by
+// answered (the model id the upstream reported; "" when it reported none):
+// answered's own price when the table has one, else requested's when the
+// table has that and both ids name the same family (an upstream may report
+// an id of its own for the model it was asked for), else the fallback.
+// Errors are Cost's.
 func (t *Table) CostFor(answered, requested string, u claudeq.Usage, batch bool, at time.Time) (Micros, Priced, error) {
 	if answered == "" {
 		answered = requested
 	}
-	if _, by := t.resolve(answered); by == ByFallback && requested != answered {
+	if _, by := t.resolve(answered); by == ByFallback && requested != answered && claudeq.FamilyOf(answered) == claudeq.FamilyOf(requested) {
 		if _, rby := t.resolve(requested); rby == ByTable {
 			answered = requested
 		}

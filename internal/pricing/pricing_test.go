@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -84,7 +83,8 @@ func TestResolve(t *testing.T) {
 		{name: "any case", model: "Claude-Opus-4-8", want: "claude-opus-4-8", by: ByTable},
 		{name: "dated snapshot", model: "claude-haiku-4-5-20251001", want: "claude-haiku-4-5", by: ByTable},
 		{name: "dated snapshot listed as its own line", model: "claude-opus-4-20250514", want: "claude-opus-4-20250514", by: ByTable},
-		{name: "longest line at a dash", model: "claude-opus-5-5-fast", want: "claude-opus-5-5", by: ByTable},
+		{name: "a cloud provider's dated id", model: "claude-haiku-4-5-20251001-v1:0", want: "claude-haiku-4-5", by: ByTable},
+		{name: "a variant word may cost more: fallback", model: "claude-opus-4-8-fast", want: "claude-opus-4-0", by: ByFallback},
 		{name: "a prefix not at a dash is not a match", model: "claude-opus-55", want: "claude-opus-4-0", by: ByFallback},
 		{name: "a longer version is another model", model: "claude-opus-5-7", want: "claude-opus-4-0", by: ByFallback},
 		{name: "unknown fable: the dearest fable", model: "claude-fable-5-3", want: "claude-fable-5", by: ByFallback},
@@ -105,15 +105,9 @@ func TestResolve(t *testing.T) {
 	}
 }
 
-func TestFallbackHook(t *testing.T) {
+func TestFallbackIsNeverZero(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
-	var seen []string
-	tab := Default().WithFallbackHook(func(model, as string) {
-		mu.Lock()
-		defer mu.Unlock()
-		seen = append(seen, model+"="+as)
-	})
+	tab := Default()
 	c, p, err := tab.Cost("claude-fable-5-3", claudeq.Usage{InputTokens: 1000, OutputTokens: 1000}, false, now)
 	require.NoError(t, err)
 	require.Equal(t, Micros(10_000+50_000), c, "never zero: priced as the dearest fable")
@@ -127,10 +121,13 @@ func TestFallbackHook(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, p.Fallback)
 	require.GreaterOrEqual(t, est, c, "the reservation uses the same price")
-	require.Equal(t, []string{"claude-fable-5-3=claude-fable-5"}, seen, "Cost calls the hook, Estimate does not")
-	_, _, err = Default().Cost("claude-fable-5-3", claudeq.Usage{}, false, now)
+	c, p, err = tab.CostFor("claude-fable-5-3-20261201", "claude-fable-5-2", claudeq.Usage{InputTokens: 1000}, false, now)
 	require.NoError(t, err)
-	require.Len(t, seen, 1, "the shared default table has no hook")
+	require.Equal(t, "claude-fable-5-2", p.Model, "an answering id the table lacks: the requested model's price")
+	require.Equal(t, Micros(8000), c)
+	_, p, err = tab.CostFor("claude-opus-9", "claude-haiku-4-5", claudeq.Usage{InputTokens: 1000}, false, now)
+	require.NoError(t, err)
+	require.Equal(t, "claude-opus-4-0", p.Model, "an answering model of another family is not priced as the one asked for")
 }
 
 func TestCost(t *testing.T) {

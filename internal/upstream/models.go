@@ -139,7 +139,11 @@ func (f *Fleet) models(ctx context.Context) *fleetModels {
 		}
 	}
 	defer f.modsMu.Unlock()
-	raw, err := f.rdb.HMGet(ctx, f.kModels, f.names...).Result()
+	// Not the caller's context: a request canceled mid-read must not leave
+	// every process-wide list at the built-in one.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), catalogReadWait)
+	defer cancel()
+	raw, err := f.rdb.HMGet(rctx, f.kModels, f.names...).Result()
 	vals := make([]string, len(f.nodes))
 	if err != nil {
 		f.warn("model lists unavailable; serving the last known ones", err)
@@ -152,9 +156,21 @@ func (f *Fleet) models(ctx context.Context) *fleetModels {
 		}
 	}
 	nm := f.buildModels(vals)
+	if err != nil && m == nil {
+		// Nothing read yet: try again soon rather than a whole CatalogTTL
+		// on the built-in lists.
+		nm.taken = time.Now().Add(catalogRetry - f.o.CatalogTTL)
+	}
 	f.mods.Store(nm)
 	return nm
 }
+
+// catalogReadWait bounds one read of the model lists; catalogRetry is how
+// soon a process that could not read them at all tries again.
+const (
+	catalogReadWait = time.Second
+	catalogRetry    = 250 * time.Millisecond
+)
 
 // buildModels makes the model state from the hash's value per node,
 // reusing the current catalogs when nothing changed.
@@ -166,7 +182,7 @@ func (f *Fleet) buildModels(vals []string) *fleetModels {
 	}
 	n := len(f.nodes)
 	m := &fleetModels{taken: time.Now(), raw: vals, nodes: make([]*claudeq.Catalog, n), source: make([]string, n), at: make([]time.Time, n)}
-	var all []claudeq.Model
+	var all []claudeq.Model // what the serving nodes list, limits as they report them
 	for i, nd := range f.nodes {
 		var list []claudeq.Model
 		var nl nodeList
@@ -185,41 +201,63 @@ func (f *Fleet) buildModels(vals []string) *fleetModels {
 		default:
 			continue // no list at all: any model (the allow-list still applies)
 		}
-		list = filterModels(list, nd.cfg.serves, f.o.Builtin)
+		list = slices.DeleteFunc(slices.Clone(list), func(m claudeq.Model) bool { return !nd.cfg.serves(m.ID) })
 		m.nodes[i] = claudeq.NewCatalog(list, nil)
 		if nd.cfg.Weight > 0 {
 			all = append(all, list...)
 		}
 	}
-	m.union = claudeq.NewCatalog(all, f.o.Aliases)
+	m.union = claudeq.NewCatalog(unionModels(all, f.o.Builtin), f.o.Aliases)
 	return m
 }
 
-// filterModels keeps the models allowed admits, filling a model's missing
-// limits, name and date from the built-in entry of its id (or undated id).
-func filterModels(list []claudeq.Model, allowed func(string) bool, builtin []claudeq.Model) []claudeq.Model {
-	out := make([]claudeq.Model, 0, len(list))
-	for _, m := range list {
-		if !allowed(m.ID) {
+// unionModels merges the lists of the serving nodes: one entry per id,
+// whose limits are the largest a node reported for it (a request one node
+// takes is not refused here), and what no node reported (limits, display
+// name, release date) comes from the built-in entry of the id, or of its
+// undated id.
+func unionModels(all []claudeq.Model, builtin []claudeq.Model) []claudeq.Model {
+	byID := map[string]int{}
+	var out []claudeq.Model
+	for _, m := range all {
+		i, ok := byID[m.ID]
+		if !ok {
+			byID[m.ID] = len(out)
+			out = append(out, m)
 			continue
 		}
-		base, _ := claudeq.SnapshotBase(m.ID)
-		if i := slices.IndexFunc(builtin, func(b claudeq.Model) bool { return b.ID == m.ID || b.ID == base }); i >= 0 {
-			b := builtin[i]
-			if m.DisplayName == "" {
-				m.DisplayName = b.DisplayName
-			}
-			if m.CreatedAt.IsZero() {
-				m.CreatedAt = b.CreatedAt
-			}
-			if m.MaxInputTokens == 0 {
-				m.MaxInputTokens = b.MaxInputTokens
-			}
-			if m.MaxOutputTokens == 0 {
-				m.MaxOutputTokens = b.MaxOutputTokens
-			}
+		cur := &out[i]
+		cur.MaxInputTokens, cur.MaxOutputTokens = max(cur.MaxInputTokens, m.MaxInputTokens), max(cur.MaxOutputTokens, m.MaxOutputTokens)
+		if cur.DisplayName == "" {
+			cur.DisplayName = m.DisplayName
 		}
-		out = append(out, m)
+		if cur.CreatedAt.IsZero() {
+			cur.CreatedAt = m.CreatedAt
+		}
+	}
+	for i := range out {
+		m := &out[i]
+		base, _ := claudeq.SnapshotBase(m.ID)
+		j := slices.IndexFunc(builtin, func(b claudeq.Model) bool { return b.ID == m.ID })
+		if j < 0 {
+			j = slices.IndexFunc(builtin, func(b claudeq.Model) bool { return b.ID == base })
+		}
+		if j < 0 {
+			continue
+		}
+		b := builtin[j]
+		if m.DisplayName == "" {
+			m.DisplayName = b.DisplayName
+		}
+		if m.CreatedAt.IsZero() {
+			m.CreatedAt = b.CreatedAt
+		}
+		if m.MaxInputTokens == 0 {
+			m.MaxInputTokens = b.MaxInputTokens
+		}
+		if m.MaxOutputTokens == 0 {
+			m.MaxOutputTokens = b.MaxOutputTokens
+		}
 	}
 	return out
 }
@@ -235,8 +273,7 @@ func (m *fleetModels) servesModel(f *Fleet, i int, model string) bool {
 	if m.nodes[i] == nil {
 		return n.cfg.serves(model)
 	}
-	_, ok := m.nodes[i].Lookup(model)
-	return ok
+	return m.nodes[i].Serves(model)
 }
 
 // recordModels stores what a probe learnt of node i's models: its list,
