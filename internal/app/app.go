@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -63,11 +64,24 @@ type App struct {
 	schedWG  chan struct{}
 	bgOff    context.CancelFunc
 	bgWG     chan struct{}
+	keeper   *task.Keeper // answers paid for and not yet billed (worker)
+	owedOff  context.CancelFunc
+	owedWG   chan struct{}
+	keepOff  context.CancelFunc
+	keepWG   chan struct{}
 	API      *api.Server
 
 	// a.Metrics, a.Registry, a.Audit, a.AuditChain …: security.go
 	security
 }
+
+// KeepFlushInterval is how often a worker tries to move the answers it
+// holds (Redis and the store both down when they arrived) to either.
+const KeepFlushInterval = 500 * time.Millisecond
+
+// Keeper returns the worker's keeper of answers not yet billed (nil
+// without the worker role).
+func (a *App) Keeper() *task.Keeper { return a.keeper }
 
 // RedisBufferSize is the read and the write buffer of each connection of
 // the app's Redis clients.
@@ -128,7 +142,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 		return nil, err
 	}
 	a.Queue = queue.New(a.rdb)
-	money, err := newMoney(cfg, a.rdb, o.Now, o.Logger, a.Metrics)
+	money, err := newMoney(cfg, a.rdb, o.Now)
 	if err != nil {
 		return nil, err
 	}
@@ -161,9 +175,16 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 			return nil, errors.New("CLAUDEQ_UPSTREAM_API_KEY (or CLAUDEQ_NODES_FILE) is required for the worker (claudeq dev uses a simulator instead)")
 		}
 		a.commit = a.Store.NewCommitter(store.CommitterOptions{Logger: o.Logger})
+		a.keeper = &task.Keeper{Redis: a.Queue, Store: a.Store, Now: o.Now, Logger: o.Logger}
+		kctx, stop := context.WithCancel(context.Background())
+		a.keepOff, a.keepWG = stop, make(chan struct{})
+		go func() {
+			defer close(a.keepWG)
+			a.keeper.Run(kctx, KeepFlushInterval)
+		}()
 		mux := asynq.NewServeMux()
 		mux.Handle(task.TypeJobRun, &task.JobHandler{
-			Queue: a.Queue, Store: a.Store, Committer: a.commit, Cache: ch, Upstream: up,
+			Queue: a.Queue, Store: a.Store, Committer: a.commit, Cache: ch, Upstream: up, Keeper: a.keeper,
 			Now: o.Now, Logger: o.Logger, IdempotencyTTL: cfg.IdempotencyTTL, NoUpstreamWait: cfg.NoUpstreamWait, Notifier: notifier,
 			Pricing: a.Money.Pricing, Quota: a.Money.Quota, Metrics: a.Metrics, Batches: batches,
 		})
@@ -199,7 +220,8 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 		})
 		mux.Handle(task.TypeRetention, &task.RetentionHandler{Store: a.Store, Retention: cfg.Retention, Now: o.Now, Logger: o.Logger})
 		mux.Handle(task.TypeReconcile, &task.ReconcileHandler{Queue: a.Queue, Store: a.Store, Now: o.Now, Logger: o.Logger,
-			Quota: a.Money.Quota, StaleAfter: cfg.QuotaReconcileAfter, Ledger: a.Store, Batches: batches, Notifier: notifier})
+			Quota: a.Money.Quota, StaleAfter: cfg.QuotaReconcileAfter, Ledger: a.Store, Batches: batches, Notifier: notifier,
+			Outbox: a.Queue, LedgerWriter: a.Store})
 		mux.Handle(task.TypeBatchSweep, batches)
 		mux.Handle(task.TypeProbe, &task.ProbeHandler{Fleet: a.Fleet, Logger: o.Logger})
 		mux.Handle(TypeAuditAnchor, a.auditAnchor(o))
@@ -263,6 +285,15 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 			if err := a.httpSrv.Serve(a.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				o.Logger.Error("http server stopped", "err", err)
 			}
+		}()
+		octx, ostop := context.WithCancel(context.Background())
+		a.owedOff, a.owedWG = ostop, make(chan struct{})
+		go func() {
+			defer close(a.owedWG)
+			var wg sync.WaitGroup
+			wg.Go(func() { a.API.WatchKeys(octx, cfg.KeyWatchInterval) })
+			a.API.RunOwed(octx, KeepFlushInterval)
+			wg.Wait()
 		}()
 		bctx, stop := context.WithCancel(context.Background())
 		a.bgOff, a.bgWG = stop, make(chan struct{})
@@ -394,6 +425,11 @@ func (a *App) Shutdown(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
+	if a.owedOff != nil { // after the settlements above: theirs may be owed now
+		a.owedOff()
+		<-a.owedWG
+		a.API.FinishOwed(ctx)
+	}
 	if a.icommit != nil {
 		a.icommit.Close()
 	}
@@ -410,6 +446,10 @@ func (a *App) Shutdown(ctx context.Context) error {
 	}
 	if a.srv != nil {
 		a.srv.Shutdown()
+	}
+	if a.keepOff != nil { // after the jobs: their last answers may be held
+		a.keepOff()
+		<-a.keepWG
 	}
 	if a.commit != nil {
 		a.commit.Close()

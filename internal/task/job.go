@@ -10,12 +10,14 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
 
 	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/metrics"
+	"github.com/claudeq/claudeq/internal/pricing"
 	"github.com/claudeq/claudeq/internal/queue"
 	"github.com/claudeq/claudeq/internal/store"
 	"github.com/claudeq/claudeq/internal/upstream"
@@ -55,7 +57,9 @@ type JobHandler struct {
 	Pricing        Pricer        // nil: nothing is billed
 	Quota          Quota         // nil: no budgets
 	IdempotencyTTL time.Duration // how long a finished job's state stays in Redis
-	StashTTL       time.Duration // how long an undelivered answer is kept for the retry; default 24h
+	// Keeper keeps an answer that was paid for until its job is billed
+	// (keep.go); nil: one over Queue alone (Redis, then this process).
+	Keeper *Keeper
 	// NoUpstreamWait is how long after its submission a job whose attempt
 	// finds no healthy upstream node waits for one without using up a
 	// retry (0: such an attempt uses one up at once).
@@ -64,14 +68,17 @@ type JobHandler struct {
 	// errors) and the cost of every billed job; nil records nothing.
 	Metrics *metrics.Metrics
 	Batches *Batches // the batch side of batch requests (batch.go); required for them
+
+	keepOnce      sync.Once
+	defaultKeeper *Keeper
 }
 
 // ProcessTask implements asynq.Handler.
 //
 // Delivery is at least once, so every effect is guarded: the state hash says
 // whether this is a first run; on a re-run the durable record decides; an
-// answer that could not be stored is stashed so the retry does not call the
-// upstream again.
+// answer that could not be billed (Redis or the store down) is kept
+// (Keeper) so the retry does not call the upstream again.
 func (h *JobHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	var p JobPayload
 	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.ID == "" {
@@ -118,10 +125,18 @@ func (h *JobHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	out := outcome{rerun: rerun}
 	if rerun {
-		if b, err := h.Queue.Stashed(ctx, p.ID); err == nil && b != nil {
+		// An earlier attempt may have been paid for: never call again
+		// while a place that may hold its answer cannot be asked.
+		b, where, err := h.keeper().Kept(ctx, p.ID)
+		if err != nil {
+			log.Warn("cannot tell whether an earlier attempt's answer was kept; will retry", "err", err)
+			return Infra(err)
+		}
+		if b != nil {
 			var r upstream.Response
 			if json.Unmarshal(b, &r) == nil {
-				out.resp, out.node = &r, "stash"
+				out.resp, out.node, out.keptIn = &r, "stash", where
+				log.Info("using the answer an earlier attempt kept", "kept_in", where)
 			}
 		}
 	}
@@ -179,8 +194,19 @@ type outcome struct {
 	node           string   // the node of this attempt ("stash": a stored answer)
 	tried          []string // nodes earlier attempts failed on
 	requestedModel string   // set when a fallback model answered
+	sentModel      string   // the model of the request that answered (a fallback's when one did)
 	rerun          bool
+	keptIn         string // where the answer was kept, when node is "stash"
 	jerr           *claudeq.JobError
+}
+
+// keeper returns h.Keeper, or one over the queue alone.
+func (h *JobHandler) keeper() *Keeper {
+	if h.Keeper == nil {
+		h.keepOnce.Do(func() { h.defaultKeeper = &Keeper{Redis: h.Queue, Now: h.Now, Logger: h.Logger} })
+		return h.defaultKeeper
+	}
+	return h.Keeper
 }
 
 // call asks the upstream, avoiding the nodes earlier attempts failed on, and
@@ -206,7 +232,7 @@ func (h *JobHandler) call(ctx context.Context, p *JobPayload, out *outcome) erro
 		resp, node, err = h.callUpstream(ctx, p, fm, body, nil)
 		out.node = node
 		if err == nil {
-			out.requestedModel = req.Model
+			out.requestedModel, out.sentModel = req.Model, fm
 		}
 	}
 	out.resp = resp
@@ -283,7 +309,7 @@ func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Tim
 		Messages json.RawMessage `json:"messages"`
 	}
 	_ = json.Unmarshal(p.Request, &req)
-	j.Model = req.Model
+	j.Model = cmp.Or(out.sentModel, req.Model) // the model asked, until the answer names its own
 	rec := store.Record{Job: j}
 	if status == claudeq.StatusCanceled {
 		j.Attempts = 0
@@ -306,31 +332,36 @@ func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Tim
 			Tokens:   u.Total(), At: now, Rerun: rerun,
 		}
 	}
+	// Until the record and its ledger entry are durable, a failure keeps
+	// the answer for the retry: it was paid for.
+	keep := func() {
+		if resp != nil && node != "stash" {
+			if b, jerr := json.Marshal(resp); jerr == nil {
+				out.keptIn = h.keeper().Keep(ctx, p.ID, b)
+			}
+		}
+	}
 	if status == claudeq.StatusSucceeded {
-		entry, err := h.bill(ctx, p, j, cmp.Or(out.requestedModel, req.Model))
+		entry, err := h.bill(ctx, p, j, cmp.Or(out.sentModel, req.Model))
 		if err != nil {
-			h.Logger.Error("pricing the job failed; will retry", "job_id", p.ID, "model", j.Model, "err", err)
+			keep()
+			h.Logger.Error("pricing the job failed; the answer is kept; will retry", "job_id", p.ID, "model", j.Model, "kept_in", out.keptIn, "err", err)
 			return Infra(err)
 		}
 		rec.Ledger = entry
 	}
 	if err := h.Committer.Commit(ctx, rec); err != nil {
-		if resp != nil {
-			if b, jerr := json.Marshal(resp); jerr == nil {
-				ttl := h.StashTTL
-				if ttl <= 0 {
-					ttl = 24 * time.Hour
-				}
-				_ = h.Queue.Stash(ctx, p.ID, b, ttl)
-			}
-		}
-		h.Logger.Warn("storing job result failed; will retry", "job_id", p.ID, "err", err)
+		keep()
+		h.Logger.Warn("storing job result failed; the answer is kept; will retry", "job_id", p.ID, "kept_in", out.keptIn, "err", err)
 		return Infra(err)
 	}
 	if e := rec.Ledger; e != nil {
 		// Counted once the entry is durable: a retried finish (the
 		// commit failed) does not count it twice.
 		h.Metrics.AddCost(e.Department, e.Model, usdOf(e.CostMicros))
+		if e.PricedBy == pricing.ByFallback {
+			h.Metrics.PricedByFallback(e.Model, e.PricedAs)
+		}
 	}
 	if err := h.settle(ctx, p, j); err != nil {
 		h.Logger.Warn("settling the reservation failed; will retry", "job_id", p.ID, "err", err)
@@ -351,8 +382,8 @@ func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Tim
 	if err := h.Queue.Finish(ctx, p.ID, status, now, cacheKey, h.IdempotencyTTL); err != nil {
 		return Infra(err)
 	}
-	if node == "stash" {
-		_ = h.Queue.Unstash(ctx, p.ID)
+	if node == "stash" || out.keptIn != "" {
+		h.keeper().Drop(ctx, p.ID, out.keptIn)
 	}
 	taskID, _ := asynq.GetTaskID(ctx)
 	qname, _ := asynq.GetQueueName(ctx)

@@ -14,6 +14,7 @@ import (
 type Sweeper interface {
 	DeleteJobsFinishedBefore(ctx context.Context, t time.Time) (int64, error)
 	DeleteConversationsUpdatedBefore(ctx context.Context, t time.Time) (int64, error)
+	DeleteStashesBefore(ctx context.Context, t time.Time) (int64, error)
 }
 
 // RetentionHandler runs maintenance:retention tasks: FerretDB has no TTL
@@ -36,7 +37,12 @@ func (h *RetentionHandler) ProcessTask(ctx context.Context, _ *asynq.Task) error
 	if err != nil {
 		return Infra(fmt.Errorf("retention: conversations: %w", err))
 	}
-	h.Logger.Info("retention sweep", "before", cut, "jobs_deleted", jobs, "conversations_deleted", convs)
+	// Answers kept for a retry live at most as long as a job can wait.
+	stashes, err := h.Store.DeleteStashesBefore(ctx, h.Now().Add(-StashRetention))
+	if err != nil {
+		return Infra(fmt.Errorf("retention: stash: %w", err))
+	}
+	h.Logger.Info("retention sweep", "before", cut, "jobs_deleted", jobs, "conversations_deleted", convs, "stashes_deleted", stashes)
 	return nil
 }
 
