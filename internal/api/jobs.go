@@ -275,7 +275,7 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 		if err == nil && hit != nil {
 			s.metrics.CacheHit()
 			st := queue.State{ID: id, UserID: p.UserID, Status: claudeq.StatusSucceeded, Kind: spec.kind, Model: spec.req.Model,
-				RequestHash: reqHash, CacheKey: cacheKey, CreatedAt: now, FinishedAt: now}
+				RequestedModel: spec.requested, RequestHash: reqHash, CacheKey: cacheKey, CreatedAt: now, FinishedAt: now}
 			if err := s.q.PutDone(ctx, st, min(s.opt.IdempotencyTTL, max(s.opt.CacheTTL, time.Minute))); err != nil {
 				return err
 			}

@@ -45,9 +45,14 @@ type Interactive struct {
 	// Committer writes the ledger entry of each billed request through
 	// group commit (store.Committer); nil: nothing is written.
 	Committer Committer
-	// CommitAttempts is how often a ledger write is tried before the entry
-	// is given up (logged); default 5, about 3 s of backoff in all.
+	// CommitAttempts is how often a ledger write is tried on the request's
+	// way out before the entry is owed (owed.go: kept and retried, and
+	// put in Outbox); default 5: 2 s each at most, with 1.5 s of backoff
+	// in all.
 	CommitAttempts int
+	// Outbox keeps owed ledger entries durably while the store is down
+	// (queue.Queue); nil: they wait in this process only.
+	Outbox Outbox
 	// Anonymous, for benchmarks only (no configuration sets it), turns
 	// authentication off on these routes: every request runs as this
 	// principal.
@@ -154,7 +159,6 @@ func v1Fields(body []byte) (v1Request, error) {
 type v1Call struct {
 	body        []byte // as sent upstream
 	model       claudeq.Model
-	requested   string // the model name as sent, when it is not model.ID
 	maxTokens   int
 	stream      bool
 	inputTokens int64 // estimated from body (pricing.EstimateInputTokens); 0 for count_tokens
@@ -218,9 +222,6 @@ func (s *Server) parseV1(c echo.Context, body []byte, countOnly bool) (v1Call, e
 		return call, err
 	}
 	call.model = m
-	if name != m.ID {
-		call.requested = name
-	}
 	if !countOnly {
 		if absent(r.maxTokens) {
 			return call, claudeq.Errorf(claudeq.KindInvalidRequest, "max_tokens: field required")
@@ -502,6 +503,9 @@ func (s *Server) afterward(c echo.Context, call v1Call, reply *upstream.Reply, u
 	}
 	s.metrics.ObserveUpstream(model, status, p.Tier, took, u.Total(), p.UserID)
 	s.metrics.AddCost(p.Department, model, float64(cost)/1e6)
+	if priced.Fallback && u.Total() > 0 {
+		s.metrics.PricedByFallback(model, priced.Model)
+	}
 	var entry *store.LedgerEntry
 	if s.money.Pricing != nil && u.Total() > 0 {
 		day := reservedAt.UTC().Format(time.DateOnly)
@@ -527,13 +531,13 @@ func (s *Server) afterward(c echo.Context, call v1Call, reply *upstream.Reply, u
 		reply.Finish(u, nodeError(callErr))
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if entry != nil && s.ia.Committer != nil {
-			s.commitLedger(ctx, entry)
+		if entry != nil && s.ia.Committer != nil && !s.commitLedger(ctx, entry) {
+			s.oweLedger(ctx, entry)
 		}
 		if q := s.quota(); q != nil {
 			logErr := func(err error) {
 				if err != nil {
-					s.log.Warn("settling an interactive request failed; the reconciler will release it", "request_id", id, "err", err)
+					s.oweSettle(id, quota.Micros(cost))
 				}
 			}
 			if b := s.ia.Background; b != nil {
@@ -550,9 +554,13 @@ func (s *Server) afterward(c echo.Context, call v1Call, reply *upstream.Reply, u
 	}()
 }
 
+// commitAttemptWait bounds one attempt of commitLedger.
+const commitAttemptWait = 2 * time.Second
+
 // commitLedger writes a ledger entry through group commit, retrying with
-// backoff; a duplicate _id counts as written.
-func (s *Server) commitLedger(ctx context.Context, e *store.LedgerEntry) {
+// backoff; a duplicate _id counts as written. It reports whether the entry
+// is written.
+func (s *Server) commitLedger(ctx context.Context, e *store.LedgerEntry) bool {
 	attempts := s.ia.CommitAttempts
 	if attempts <= 0 {
 		attempts = 5
@@ -560,8 +568,13 @@ func (s *Server) commitLedger(ctx context.Context, e *store.LedgerEntry) {
 	wait := 100 * time.Millisecond
 	var err error
 	for i := range attempts {
-		if err = s.ia.Committer.Commit(ctx, store.Record{Ledger: e}); err == nil {
-			return
+		// A store that is down makes the driver wait for a server for 30
+		// s: an attempt gets 2, and the entry is owed after the last one.
+		c, cancel := context.WithTimeout(ctx, commitAttemptWait)
+		err = s.ia.Committer.Commit(c, store.Record{Ledger: e})
+		cancel()
+		if err == nil {
+			return true
 		}
 		if i == attempts-1 {
 			break
@@ -575,8 +588,8 @@ func (s *Server) commitLedger(ctx context.Context, e *store.LedgerEntry) {
 		}
 		wait *= 2
 	}
-	s.log.Error("interactive request not written to the ledger", "request_id", e.ID, "user_id", e.UserID,
-		"cost_micros", e.CostMicros, "err", err)
+	s.log.Warn("writing an interactive request's ledger entry failed", "request_id", e.ID, "err", err)
+	return false
 }
 
 // quota returns the budgets (nil: none).

@@ -28,5 +28,5 @@ func (a *App) interactive(o Options) api.Interactive {
 	a.ibatch = redisbatch.New(a.rdb, backgroundWindow, 0)
 	a.Fleet.SetBackground(a.ibatch) // interactive calls only; Fleet.Call is unchanged
 	a.icommit = a.Store.NewCommitter(store.CommitterOptions{Logger: o.Logger, Flushers: 2, Linger: ledgerLinger})
-	return api.Interactive{Upstream: a.Fleet, Background: a.ibatch, Committer: a.icommit}
+	return api.Interactive{Upstream: a.Fleet, Background: a.ibatch, Committer: a.icommit, Outbox: a.Queue}
 }

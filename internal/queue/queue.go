@@ -172,6 +172,9 @@ func (q *Queue) PutDone(ctx context.Context, st State, ttl time.Duration) error 
 	_, err := q.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, k, "u", st.UserID, "st", string(st.Status), "k", st.Kind, "m", st.Model,
 			"rh", st.RequestHash, "ca", ms(st.CreatedAt), "fa", ms(st.FinishedAt), "ck", st.CacheKey, "at", 0)
+		if st.RequestedModel != "" {
+			p.HSet(ctx, k, "rm", st.RequestedModel)
+		}
 		p.PExpire(ctx, k, ttl)
 		return nil
 	})
@@ -351,6 +354,35 @@ func (q *Queue) Stashed(ctx context.Context, id string) ([]byte, error) {
 // Unstash drops a stashed answer once its job is durable.
 func (q *Queue) Unstash(ctx context.Context, id string) error {
 	return q.rdb.Del(ctx, "cq:stash:"+id).Err()
+}
+
+// owedLedgerKey is the outbox of ledger entries the store did not take
+// when their request was answered: a hash, entry id → the entry as JSON.
+const owedLedgerKey = "cq:owed:ledger"
+
+// OweLedger keeps a ledger entry (JSON) that the store did not take, until
+// it does (ReconcileHandler drains the outbox; the api that wrote it
+// retries on its own and drops it once written).
+func (q *Queue) OweLedger(ctx context.Context, id string, entry []byte) error {
+	return q.rdb.HSet(ctx, owedLedgerKey, id, entry).Err()
+}
+
+// OwedLedger returns the ledger entries waiting in the outbox, by id.
+func (q *Queue) OwedLedger(ctx context.Context) (map[string][]byte, error) {
+	m, err := q.rdb.HGetAll(ctx, owedLedgerKey).Result()
+	if err != nil {
+		return nil, unavailable("queue.OwedLedger", err)
+	}
+	out := make(map[string][]byte, len(m))
+	for id, v := range m {
+		out[id] = []byte(v)
+	}
+	return out, nil
+}
+
+// PaidLedger drops entry id from the outbox once the store holds it.
+func (q *Queue) PaidLedger(ctx context.Context, id string) error {
+	return q.rdb.HDel(ctx, owedLedgerKey, id).Err()
 }
 
 // Backlog returns how many tasks wait in queue qname to be picked up

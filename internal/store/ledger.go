@@ -87,6 +87,12 @@ func (s *Store) EnsureLedgerIndexes(ctx context.Context) error {
 	return nil
 }
 
+// SaveLedger writes one ledger entry directly (not through a Committer),
+// idempotently: an entry whose _id exists counts as written.
+func (s *Store) SaveLedger(ctx context.Context, e *LedgerEntry) error {
+	return s.write(ctx, []Record{{Ledger: e}})[0]
+}
+
 // LedgerEntry returns the ledger entry of job jobID, or KindNotFound (the
 // reconciler settles a stale reservation of a terminal job to its cost).
 func (s *Store) LedgerEntry(ctx context.Context, jobID string) (*LedgerEntry, error) {

@@ -48,6 +48,51 @@ type ReconcileHandler struct {
 	// decides over batch reservations, which are never released while
 	// their batch runs.
 	Batches *Batches
+	// Outbox and LedgerWriter, when set, write the ledger entries that
+	// answered interactive requests left in the Redis outbox (the store
+	// was down, and their api stopped before it came back) before any
+	// reservation is decided over.
+	Outbox       OwedLedger
+	LedgerWriter LedgerSaver
+}
+
+// OwedLedger is the outbox of ledger entries the store did not take when
+// their request was answered (queue.Queue).
+type OwedLedger interface {
+	OwedLedger(ctx context.Context) (map[string][]byte, error)
+	PaidLedger(ctx context.Context, id string) error
+}
+
+// LedgerSaver writes one ledger entry, idempotently (store.Store).
+type LedgerSaver interface {
+	SaveLedger(ctx context.Context, e *store.LedgerEntry) error
+}
+
+// payOwed writes the entries waiting in the ledger outbox and drops them
+// from it.
+func (h *ReconcileHandler) payOwed(ctx context.Context) error {
+	if h.Outbox == nil || h.LedgerWriter == nil {
+		return nil
+	}
+	owed, err := h.Outbox.OwedLedger(ctx)
+	if err != nil {
+		return err
+	}
+	for id, b := range owed {
+		var e store.LedgerEntry
+		if err := json.Unmarshal(b, &e); err != nil || e.ID != id {
+			h.Logger.Error("a ledger entry in the outbox cannot be read; left there", "id", id, "err", err)
+			continue
+		}
+		if err := h.LedgerWriter.SaveLedger(ctx, &e); err != nil {
+			return err
+		}
+		if err := h.Outbox.PaidLedger(ctx, id); err != nil {
+			return err
+		}
+		h.Logger.Warn("wrote a ledger entry its api could not", "request_id", id, "user_id", e.UserID, "cost_micros", e.CostMicros)
+	}
+	return nil
 }
 
 // LedgerReader finds the ledger entry billed under an id.
@@ -106,6 +151,9 @@ func (h *ReconcileHandler) ProcessTask(ctx context.Context, _ *asynq.Task) error
 // (a worker killed between its write and its settle, Redis restarted) or
 // vanished, so that no reservation is leaked.
 func (h *ReconcileHandler) reconcileQuota(ctx context.Context) error {
+	if err := h.payOwed(ctx); err != nil {
+		return Infra(err)
+	}
 	if h.Quota == nil {
 		return nil
 	}
