@@ -139,6 +139,7 @@ func (s *Server) revokeKey(c echo.Context) error {
 	if err := s.st.RevokeKey(c.Request().Context(), id, s.now().UTC()); err != nil {
 		return err
 	}
+	s.keys.dropID(id) // here at once; the other apis within CLAUDEQ_KEY_WATCH_INTERVAL
 	s.auditAdmin(c, audit.ActionKeyRevoked, id)
 	s.log.Info("admin: key revoked", "key_id", id, "by", principalOf(c).KeyID)
 	k, err := s.st.Key(c.Request().Context(), id)
@@ -164,6 +165,7 @@ func (s *Server) rotateKey(c echo.Context) error {
 	if err := s.st.RotateKey(c.Request().Context(), id, next, now.Add(grace).UTC()); err != nil {
 		return err
 	}
+	s.keys.dropID(id)
 	s.auditAdmin(c, audit.ActionKeyRotated, id+" -> "+newID)
 	s.log.Info("admin: key rotated", "key_id", id, "new_key_id", newID, "grace", grace, "by", principalOf(c).KeyID)
 	k, err := s.st.Key(c.Request().Context(), newID)
@@ -171,6 +173,42 @@ func (s *Server) rotateKey(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusCreated, map[string]any{"key": key, "data": k, "old_key_expires_at": now.Add(grace).UTC()})
+}
+
+type updateKeyBody struct {
+	Tier   string   `json:"tier"`
+	Scopes []string `json:"scopes"`
+}
+
+// updateKey serves PATCH /admin/keys/{id}: a new tier and/or scopes, in
+// effect at every api within CLAUDEQ_KEY_WATCH_INTERVAL.
+func (s *Server) updateKey(c echo.Context) error {
+	id := c.Param("id")
+	var b updateKeyBody
+	if err := s.readJSON(c, &b); err != nil {
+		return err
+	}
+	b.Tier = strings.TrimSpace(b.Tier)
+	if b.Tier == "" && len(b.Scopes) == 0 {
+		return claudeq.Errorf(claudeq.KindInvalidRequest, "tier, scopes: send at least one")
+	}
+	for _, sc := range b.Scopes {
+		if !slices.Contains(claudeq.KnownScopes, sc) {
+			return claudeq.Errorf(claudeq.KindInvalidRequest, "scopes: unknown scope %q; use %s", sc, strings.Join(claudeq.KnownScopes, ", "))
+		}
+	}
+	ctx := c.Request().Context()
+	if err := s.st.UpdateKey(ctx, id, b.Tier, b.Scopes, s.now()); err != nil {
+		return err
+	}
+	s.keys.dropID(id)
+	s.auditAdmin(c, audit.ActionKeyUpdated, id)
+	s.log.Info("admin: key updated", "key_id", id, "tier", b.Tier, "scopes", b.Scopes, "by", principalOf(c).KeyID)
+	k, err := s.st.Key(ctx, id)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"data": k})
 }
 
 // nodeView is one upstream node as GET /admin/nodes shows it.

@@ -16,7 +16,9 @@ import (
 )
 
 // keyCache remembers key lookups briefly so that the submit path does not
-// touch the store; a revoked key keeps working here for at most ttl.
+// touch the store. A key changed through this process (revoked, rotated,
+// updated) is dropped at once; one changed anywhere else is dropped by
+// WatchKeys within its interval; a cached entry lives ttl at most.
 type keyCache struct {
 	ttl time.Duration
 	mu  sync.Mutex
@@ -45,6 +47,30 @@ func (k *keyCache) get(hash string, now time.Time) (cachedKey, bool) {
 		return cachedKey{}, false
 	}
 	return v, true
+}
+
+// dropStale drops the entry of hash unless it is the key as it was at
+// changedAt.
+func (k *keyCache) dropStale(hash string, changedAt time.Time) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	v, ok := k.m[hash]
+	if !ok || (v.key.ChangedAt != nil && v.key.ChangedAt.Equal(changedAt)) {
+		return false
+	}
+	delete(k.m, hash)
+	return true
+}
+
+// dropID drops the entries of key id.
+func (k *keyCache) dropID(id string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for h, v := range k.m {
+		if v.p.KeyID == id {
+			delete(k.m, h)
+		}
+	}
 }
 
 func (k *keyCache) put(hash string, v cachedKey, now time.Time) {
@@ -158,6 +184,52 @@ func (s *Server) lookup(ctx context.Context, key string) (cachedKey, error) {
 	}
 	s.used.touch(v.p.KeyID, now)
 	return v, nil
+}
+
+// keyWatchOverlap is how far back each WatchKeys poll looks beyond the
+// previous one: room for the clocks of the processes that write keys to
+// differ, and for a write to become visible. Entries already up to date
+// are kept, so the overlap costs a few compared rows, not cache misses.
+const keyWatchOverlap = 10 * time.Second
+
+// WatchKeys drops from the key cache every key changed in the store
+// (revoked, rotated out, scopes or tier changed, by any api or the CLI),
+// polling every interval until ctx ends: a change takes effect in this
+// process within about one interval. Store errors are logged and the next
+// poll looks back from the last good one.
+func (s *Server) WatchKeys(ctx context.Context, every time.Duration) {
+	if s.opt.KeyCacheTTL <= 0 || every <= 0 {
+		return // nothing is cached, or watching is off
+	}
+	since := time.Now().Add(-keyWatchOverlap)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	failing := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		polled := time.Now()
+		c, cancel := context.WithTimeout(ctx, max(every, time.Second))
+		changes, err := s.st.KeysChangedSince(c, since)
+		cancel()
+		if err != nil {
+			if !failing {
+				s.log.Warn("watching API keys for changes failed; cached keys expire after CLAUDEQ_KEY_CACHE_TTL meanwhile", "err", err)
+			}
+			failing = true
+			continue
+		}
+		failing = false
+		for _, ch := range changes {
+			if s.keys.dropStale(ch.Hash, ch.ChangedAt) {
+				s.log.Info("API key changed: dropped from the cache", "key_id", ch.ID)
+			}
+		}
+		since = polled.Add(-keyWatchOverlap)
+	}
 }
 
 // lastUsed collects when keys were used, for a periodic flush to the store

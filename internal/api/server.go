@@ -36,6 +36,8 @@ type Store interface {
 	RevokeKey(ctx context.Context, id string, t time.Time) error
 	RotateKey(ctx context.Context, oldID string, next store.APIKey, graceEnd time.Time) error
 	TouchKeys(ctx context.Context, used map[string]time.Time) error
+	UpdateKey(ctx context.Context, id, tier string, scopes []string, at time.Time) error
+	KeysChangedSince(ctx context.Context, t time.Time) ([]store.KeyChange, error)
 	Attempts(ctx context.Context, jobID string) ([]store.Attempt, error)
 }
 
@@ -131,6 +133,7 @@ type Server struct {
 	queued backlog
 	ia     Interactive
 	bg     background // work requests leave behind: Drain
+	owed   owed       // what answered requests could not write yet: owed.go
 
 	// s.policy, s.metrics, s.limiter, s.auditLog …: security.go
 	hardening
@@ -185,6 +188,7 @@ func New(d Deps) *Server {
 	ad.POST("/keys", s.createKey)
 	ad.DELETE("/keys/:id", s.revokeKey)
 	ad.POST("/keys/:id/rotate", s.rotateKey)
+	ad.PATCH("/keys/:id", s.updateKey)
 	ad.GET("/nodes", s.nodes)
 	ad.GET("/usage", s.adminUsage)
 	ad.GET("/quotas/:scope/:id", s.getLimit)

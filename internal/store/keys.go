@@ -39,6 +39,57 @@ type APIKey struct {
 	OnQuota string `bson:"on_quota,omitempty" json:"on_quota,omitempty"`
 	// WebhookURL is the default webhook of the key's jobs.
 	WebhookURL string `bson:"webhook_url,omitempty" json:"webhook_url,omitempty"`
+	// ChangedAt is when anything that decides what the key may do last
+	// changed (revoked, rotated out, scopes or tier, its webhook
+	// disabled): the apis watch it (KeysChangedSince) to drop what they
+	// cached of the key.
+	ChangedAt *time.Time `bson:"changed_at,omitempty" json:"changed_at,omitempty"`
+}
+
+// KeyChange is a key whose ChangedAt is recent: KeysChangedSince.
+type KeyChange struct {
+	ID        string    `bson:"_id"`
+	Hash      string    `bson:"hash"`
+	ChangedAt time.Time `bson:"changed_at"`
+}
+
+// KeysChangedSince returns the keys whose ChangedAt is after t.
+func (s *Store) KeysChangedSince(ctx context.Context, t time.Time) ([]KeyChange, error) {
+	cur, err := s.keys.Find(ctx, bson.D{{Key: "changed_at", Value: bson.D{{Key: "$gt", Value: t}}}},
+		options.Find().SetProjection(bson.D{{Key: "hash", Value: 1}, {Key: "changed_at", Value: 1}}))
+	if err != nil {
+		return nil, &claudeq.Error{Kind: claudeq.KindUnavailable, Op: "store.KeysChangedSince", Msg: "key store unavailable", Err: err}
+	}
+	var out []KeyChange
+	if err := cur.All(ctx, &out); err != nil {
+		return nil, &claudeq.Error{Kind: claudeq.KindUnavailable, Op: "store.KeysChangedSince", Msg: "key store unavailable", Err: err}
+	}
+	return out, nil
+}
+
+// changed is the $set of a change to what a key may do, at t.
+func changed(t time.Time, set ...bson.E) bson.D {
+	return bson.D{{Key: "$set", Value: append(bson.D{{Key: "changed_at", Value: t.UTC()}}, set...)}}
+}
+
+// UpdateKey changes key id's tier and scopes (either left as it is when
+// empty). An unknown id is KindNotFound.
+func (s *Store) UpdateKey(ctx context.Context, id, tier string, scopes []string, at time.Time) error {
+	var set []bson.E
+	if tier != "" {
+		set = append(set, bson.E{Key: "tier", Value: tier})
+	}
+	if len(scopes) > 0 {
+		set = append(set, bson.E{Key: "scopes", Value: scopes})
+	}
+	r, err := s.keys.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, changed(at, set...))
+	if err != nil {
+		return err
+	}
+	if r.MatchedCount == 0 {
+		return claudeq.Errorf(claudeq.KindNotFound, "no key %s", id)
+	}
+	return nil
 }
 
 // Usable says why k cannot be used at t ("revoked", "expired"), or "".
@@ -69,6 +120,8 @@ func (s *Store) CreateKey(ctx context.Context, k APIKey) error {
 
 // PutKey stores k, replacing the key with the same id (dev mode's key).
 func (s *Store) PutKey(ctx context.Context, k APIKey) error {
+	now := time.Now().UTC()
+	k.ChangedAt = &now
 	_, err := s.keys.ReplaceOne(ctx, bson.D{{Key: "_id", Value: k.ID}}, k, options.Replace().SetUpsert(true))
 	return err
 }
@@ -120,7 +173,7 @@ func (s *Store) RotateKey(ctx context.Context, oldID string, next APIKey, graceE
 		exp = *old.ExpiresAt
 	}
 	_, err = s.keys.UpdateOne(ctx, bson.D{{Key: "_id", Value: oldID}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "expires_at", Value: exp}, {Key: "rotated_to", Value: next.ID}}}})
+		changed(time.Now(), bson.E{Key: "expires_at", Value: exp}, bson.E{Key: "rotated_to", Value: next.ID}))
 	return err
 }
 
@@ -152,7 +205,7 @@ func (s *Store) Keys(ctx context.Context) ([]APIKey, error) {
 
 // RevokeKey marks key id revoked at t. An unknown id is KindNotFound.
 func (s *Store) RevokeKey(ctx context.Context, id string, t time.Time) error {
-	r, err := s.keys.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, bson.D{{Key: "$set", Value: bson.D{{Key: "revoked_at", Value: t}}}})
+	r, err := s.keys.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}}, changed(time.Now(), bson.E{Key: "revoked_at", Value: t}))
 	if err != nil {
 		return err
 	}
@@ -166,7 +219,7 @@ func (s *Store) RevokeKey(ctx context.Context, id string, t time.Time) error {
 // receiver answered 410 Gone), and returns whether it did.
 func (s *Store) DisableKeyWebhook(ctx context.Context, id, url string, at time.Time) (bool, error) {
 	r, err := s.keys.UpdateOne(ctx, bson.D{{Key: "_id", Value: id}, {Key: "webhook_url", Value: url}},
-		bson.D{{Key: "$set", Value: bson.D{{Key: "webhook_url", Value: ""}, {Key: "webhook_disabled_at", Value: at}}}})
+		changed(time.Now(), bson.E{Key: "webhook_url", Value: ""}, bson.E{Key: "webhook_disabled_at", Value: at}))
 	if err != nil {
 		return false, err
 	}

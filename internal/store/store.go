@@ -57,6 +57,9 @@ func (s *Store) EnsureIndexes(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	if _, err := s.keys.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "changed_at", Value: 1}}}); err != nil {
+		return err
+	}
 	if _, err := s.jobs.Indexes().CreateOne(ctx, mongo.IndexModel{Keys: bson.D{{Key: "finished_at", Value: 1}}}); err != nil {
 		return err
 	}
