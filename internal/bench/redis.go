@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/claudeq/claudeq/internal/testport"
 )
 
 // ErrNoRedis is returned by StartRedis when no redis-server binary is found.
@@ -136,6 +138,10 @@ func (s *RedisServer) Stop() {
 }
 
 func freePort() (int, error) {
+	if addr, err := testport.Free(); err == nil { // below the ephemeral range: see package testport
+		_, p, _ := net.SplitHostPort(addr)
+		return strconv.Atoi(p)
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err

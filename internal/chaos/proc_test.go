@@ -5,19 +5,19 @@ package chaos
 import (
 	"bytes"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/claudeq/claudeq/internal/testport"
 )
 
 // proc is one child process (a binary under test) that a scenario starts,
@@ -208,55 +208,10 @@ func tail(path string, n int) string {
 	return string(bytes.Join(lines, []byte("\n")))
 }
 
-// freeAddr returns a loopback address with a port free at the time of the
-// call. The port is below the kernel's ephemeral range: a port that
-// 127.0.0.1:0 hands out can be taken, between our probe and the child's
-// bind, by the local end of any outgoing connection (the scenarios run in
-// parallel and make thousands), and a process restarted on its old port
-// after a kill would meet the same race. Below the range only listeners
-// compete, and this test binary hands out each port once.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	portMu.Lock()
-	defer portMu.Unlock()
-	lo, hi := portRange()
-	if nextPort < lo || nextPort >= hi {
-		nextPort = lo + rand.IntN(hi-lo)
-	}
-	for range hi - lo {
-		p := nextPort
-		if nextPort++; nextPort >= hi {
-			nextPort = lo
-		}
-		addr := "127.0.0.1:" + strconv.Itoa(p)
-		if ln, err := net.Listen("tcp", addr); err == nil {
-			_ = ln.Close()
-			return addr
-		}
-	}
-	t.Fatalf("no free port in %d-%d", lo, hi-1)
-	return ""
-}
-
-var (
-	portMu   sync.Mutex
-	nextPort int
-)
-
-// portRange is the ports freeAddr hands out: the 10,000 below the start of
-// the ephemeral range (net.ipv4.ip_local_port_range, 32768 by default),
-// and never below 1024.
-func portRange() (lo, hi int) {
-	hi = 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if n, err := strconv.Atoi(f[0]); err == nil && n > 2048 {
-				hi = n
-			}
-		}
-	}
-	return max(1024, hi-10000), hi
-}
+// freeAddr returns a loopback address whose port nothing but a listener
+// can take (testport): the roles' processes are restarted on their old
+// ports after a kill.
+func freeAddr(t *testing.T) string { return testport.Addr(t) }
 
 // answers reports whether GET url answers 200.
 func answers(url string) bool {

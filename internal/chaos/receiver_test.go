@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/claudeq/claudeq/internal/testport"
 )
 
 // receiver is a webhook endpoint on loopback that records every delivery
@@ -37,13 +39,10 @@ type delivery struct {
 }
 
 func newReceiver(t *testing.T) *receiver {
-	r := &receiver{t: t, byID: map[string]delivery{}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.addr = ln.Addr().String()
-	r.serve(ln)
+	// Its port must survive Down and Up: testport's, below the ephemeral
+	// range.
+	r := &receiver{t: t, byID: map[string]delivery{}, addr: testport.Addr(t)}
+	r.serve(testport.Listen(t, r.addr))
 	t.Cleanup(r.Down)
 	return r
 }
@@ -108,18 +107,7 @@ func (r *receiver) Down() {
 // Up listens on the same port again.
 func (r *receiver) Up() {
 	r.t.Helper()
-	var ln net.Listener
-	var err error
-	for range 100 {
-		if ln, err = net.Listen("tcp", r.addr); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		r.t.Fatalf("webhook receiver: listen again on %s: %v", r.addr, err)
-	}
-	r.serve(ln)
+	r.serve(testport.Listen(r.t, r.addr))
 }
 
 // events returns the de-duplicated events by job id, and the number of

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/claudeq/claudeq/internal/devmongo"
+
+	"github.com/claudeq/claudeq/internal/testport"
 )
 
 // Server is a dedicated embedded FerretDB for one test, which the test can
@@ -45,11 +47,11 @@ type Server struct {
 // SQLite directory and its own loopback port; it is stopped at t.Cleanup.
 func NewServer(t testing.TB) *Server {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("mongotest: listen: %v", err)
-	}
-	s := &Server{t: t, dir: t.TempDir(), addr: ln.Addr().String()}
+	// Stop and Start bind the same port again: testport's, which no
+	// outgoing connection can take meanwhile.
+	addr := testport.Addr(t)
+	ln := testport.Listen(t, addr)
+	s := &Server{t: t, dir: t.TempDir(), addr: addr}
 	t.Cleanup(s.stop)
 	if err := s.start(ln); err != nil {
 		_ = ln.Close()
@@ -81,19 +83,7 @@ func (s *Server) Start() {
 	if running {
 		return
 	}
-	var ln net.Listener
-	var err error
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		ln, err = net.Listen("tcp", s.addr)
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
-		s.t.Fatalf("mongotest: listen again on %s: %v", s.addr, err)
-	}
+	ln := testport.Listen(s.t, s.addr)
 	if err := s.start(ln); err != nil {
 		_ = ln.Close()
 		s.t.Fatal(err)

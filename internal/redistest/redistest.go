@@ -38,6 +38,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/claudeq/claudeq/internal/testport"
 )
 
 // Environment variables read by this package.
@@ -360,13 +362,16 @@ func findBinary() (string, error) {
 	return exec.LookPath("redis-server")
 }
 
+// freePort returns a port for a redis-server to bind, below the ephemeral
+// range (testport): between this probe and the server's bind, and again
+// when Restart binds it after Kill, no outgoing connection can take it.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testport.Free()
 	if err != nil {
 		return 0, err
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	return port, l.Close()
+	_, p, _ := net.SplitHostPort(addr)
+	return strconv.Atoi(p)
 }
 
 func requireIntegration() bool { return os.Getenv(EnvRequireIntegration) == "1" }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"sync"
 	"testing"
@@ -18,6 +17,8 @@ import (
 	"github.com/claudeq/claudeq/internal/redistest"
 	"github.com/claudeq/claudeq/internal/webhook"
 	sw "github.com/claudeq/claudeq/pkg/webhook"
+
+	"github.com/claudeq/claudeq/internal/testport"
 )
 
 // dedupReceiver verifies signatures and keeps every raw delivery by
@@ -85,12 +86,9 @@ func TestDeliveryThroughQueue(t *testing.T) {
 	verifier, err := sw.NewVerifier(mine...)
 	require.NoError(t, err)
 
-	// A loopback address of its own, so that no other test's listener can
-	// take the port while the receiver is down.
-	l, err := net.Listen("tcp", "127.77.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close()) // down: connections are refused
+	// A port below the ephemeral range (testport), so that nothing can
+	// take it while the receiver is down: connections are refused.
+	addr := testport.Addr(t)
 
 	schedule := webhook.DefaultSchedule.Scale(1.0 / 1000) // 0, 5ms, 300ms, 1.8s, 7.2s, 18s, 36s, 36s
 	rec := &memRecorder{}
@@ -171,8 +169,7 @@ func TestDeliveryThroughQueue(t *testing.T) {
 			rcv.throttleOnce[id] = true
 		}
 	}
-	l, err = net.Listen("tcp", addr)
-	require.NoError(t, err)
+	l := testport.Listen(t, addr)
 	hs := &http.Server{Handler: rcv, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = hs.Serve(l) }()
 	t.Cleanup(func() { _ = hs.Close() })
