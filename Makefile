@@ -14,7 +14,7 @@ run: ## Run everything in one process (claudeq dev): embedded Redis, FerretDB an
 
 .PHONY: test
 test: ## Run all tests against real servers (installs redis-server, chromium and promtool if it can), then every fuzz target for TEST_FUZZTIME (5000x: executions), then the short reliability scenarios
-	@scripts/require-go.sh && scripts/ensure-redis.sh && scripts/ensure-chromium.sh && scripts/ensure-promtool.sh && GO=$(GO) scripts/with-mongo.sh $(GO) test -race -timeout 20m ./... \
+	@scripts/require-go.sh && scripts/ensure-redis.sh && scripts/ensure-chromium.sh && scripts/ensure-promtool.sh && GO=$(GO) scripts/with-mongo.sh $(GO) test -race -count=1 -timeout 20m ./... \
 	  && scripts/fuzz.sh $(or $(TEST_FUZZTIME),5000x) \
 	  && echo "== reliability scenarios, short scale (internal/chaos, 2–6 minutes)" && $(GO) test -tags chaos -count=1 -timeout 20m ./internal/chaos
 

@@ -705,3 +705,58 @@ func TestBatchSurvivesKilledWorkerAndRestartedRedis(t *testing.T) {
 	require.Len(t, rs, n)
 	e.requireBatchBilledOnce(t, b.ID, byType(rs)["succeeded"], nil)
 }
+
+// A batch request whose every attempt lost its worker ends errored
+// (worker_lost); if one attempt was answered and billed first (its ledger
+// entry written, its record not), its part of the batch's reservation is
+// settled to that cost, not released, so the budget counters equal the
+// ledger once the batch ends.
+func TestBatchItemWhoseWorkersAllDiedAfterABilledAttemptIsSettled(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	api, _ := e.run(app.Roles{API: true})
+	base := "http://" + api.Addr()
+	key, _ := e.key("alice", "research", claudeq.ScopeBatches)
+	c := batchClient(base, key)
+	b, err := c.Messages.Batches.New(context.Background(), anthropic.MessageBatchNewParams{Requests: []anthropic.MessageBatchNewParamsRequest{
+		textRequest("billed", "claude-haiku-5-5", "Billed, then every worker died", 100),
+		textRequest("unbilled", "claude-haiku-5-5", "Never answered, every worker died", 100),
+	}})
+	require.NoError(t, err)
+	rdb := e.redis.Client(t)
+	insp := asynqInspector(t, e)
+	for _, cid := range []string{"billed", "unbilled"} {
+		id := claudeq.BatchItemID(b.ID, cid)
+		// What asynq does after the last attempt's worker was killed.
+		require.NoError(t, rdb.HSet(context.Background(), "cq:job:"+id, "st", "running").Err())
+		require.NoError(t, insp.ArchiveTask("batch", id))
+	}
+	q, err := quota.New(rdb, quota.Options{})
+	require.NoError(t, err)
+	billedID := claudeq.BatchItemID(b.ID, "billed")
+	cm := e.store.NewCommitter(store.CommitterOptions{})
+	require.NoError(t, cm.Commit(context.Background(), store.Record{Ledger: &store.LedgerEntry{ID: billedID, JobID: billedID,
+		UserID: "alice", Department: "research", Model: "claude-haiku-5-5", Usage: claudeq.Usage{InputTokens: 10, OutputTokens: 20},
+		CostMicros: 1234, Day: q.Day(time.Now()), At: time.Now().UTC(), Batch: true}}))
+	cm.Close()
+	e.run(app.Roles{Worker: true, Scheduler: true}, "CLAUDEQ_RECONCILE_INTERVAL", "1s")
+
+	ended := waitBatch(t, c, b.ID, time.Minute)
+	require.EqualValues(t, 2, ended.RequestCounts.Errored, "%+v", ended.RequestCounts)
+	rs := batchResults(t, c, b.ID)
+	for _, cid := range []string{"billed", "unbilled"} {
+		require.Equal(t, "errored", string(rs[cid].Result.Type), cid)
+		require.Contains(t, rs[cid].Result.AsErrored().Error.Error.Message, "worker", cid)
+	}
+	require.Eventually(t, func() bool {
+		st, err := q.Status(context.Background(), "alice", "research")
+		require.NoError(t, err)
+		for _, s := range st {
+			if s.Reserved != 0 || s.Spent != 1234 {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 100*time.Millisecond, "the billed part settled to its ledger cost, the other released, nothing left reserved")
+	require.EqualValues(t, 0, e.sim.Stats().Requests)
+}

@@ -45,8 +45,15 @@ func TestRunTiny(t *testing.T) {
 		}
 		t.Skip(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	// No budget of its own: on a loaded machine every figure takes longer,
+	// and each wait inside has its own bound; the test binary's -timeout
+	// (less a margin for the report of a failure) is the only one.
+	ctx := t.Context()
+	if d, ok := t.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d.Add(-30*time.Second))
+		defer cancel()
+	}
 	o := Options{Duration: 200 * time.Millisecond, Warmup: 50 * time.Millisecond, Concurrency: []int{4}, Jobs: 40,
 		DrainBudget: 15 * time.Second, Reps: 1, LatencyDuration: 300 * time.Millisecond, LatencyRate: 40, Command: "test",
 		PickDuration: 20 * time.Millisecond, FleetNodes: 3, MoneyDuration: 200 * time.Millisecond, MoneyClients: 4, Profile: true,
