@@ -103,9 +103,12 @@ type accounting struct {
 	Attempts                    int            // attempts of all jobs (a crash or a retry is one more)
 	Calls                       int            // upstream calls (all simulators)
 	CallsBy                     map[string]int // upstream calls by status
-	WebhookEvents, Deliveries   int
-	SpentMicros                 int64
-	AuditRecords                int64 // in the audit chain, verified intact
+	// AnsweredAgain counts upstream calls made for a job one of whose
+	// earlier calls had been answered (200): the answer was paid for.
+	AnsweredAgain             int
+	WebhookEvents, Deliveries int
+	SpentMicros               int64
+	AuditRecords              int64 // in the audit chain, verified intact
 	// Settled is how long after every job was terminal the Redis side
 	// (live states, quota counters, asynq queues) agreed with the records.
 	Settled time.Duration
@@ -120,8 +123,8 @@ func (a accounting) CallsPerSuccess() float64 {
 }
 
 func (a accounting) String() string {
-	return fmt.Sprintf("%d accepted: %d succeeded, %d failed %v; %d attempts, %d jobs with more than one; %d records without a 202; %d upstream calls %v (%.2f per success); %d webhook events in %d deliveries; Redis agreed with the records %.1f s after the last job ended; audit chain intact, %d records",
-		a.Accepted, a.Succeeded, a.Failed, a.FailedBy, a.Attempts, a.Reruns, a.Unacknowledged, a.Calls, a.CallsBy, a.CallsPerSuccess(), a.WebhookEvents, a.Deliveries, a.Settled.Seconds(), a.AuditRecords)
+	return fmt.Sprintf("%d accepted: %d succeeded, %d failed %v; %d attempts, %d jobs with more than one; %d records without a 202; %d upstream calls %v (%.2f per success), %d after an answer; %d webhook events in %d deliveries; Redis agreed with the records %.1f s after the last job ended; audit chain intact, %d records",
+		a.Accepted, a.Succeeded, a.Failed, a.FailedBy, a.Attempts, a.Reruns, a.Unacknowledged, a.Calls, a.CallsBy, a.CallsPerSuccess(), a.AnsweredAgain, a.WebhookEvents, a.Deliveries, a.Settled.Seconds(), a.AuditRecords)
 }
 
 // account is the check that ends every scenario: every job that got a 202
@@ -448,7 +451,8 @@ func (c *cluster) calls() []sim.RequestRecord {
 
 // checkUpstreamCalls counts the upstream calls and checks, per request body
 // (one job), that no call came before the retry-after of a 429 and none
-// after a 400.
+// after a 400; and, for a cluster made with AnsweredOnce, none after a call
+// that was answered (200).
 func (c *cluster) checkUpstreamCalls(a *accounting) {
 	t := c.t
 	recs := c.calls()
@@ -463,9 +467,19 @@ func (c *cluster) checkUpstreamCalls(a *accounting) {
 		byBody[r.Body] = append(byBody[r.Body], r)
 	}
 	early, after400 := 0, 0
-	var sample string
+	var sample, again string
 	for _, rs := range byBody {
 		sort.Slice(rs, func(i, j int) bool { return rs[i].Start.Before(rs[j].Start) })
+		answered := -1
+		for i := range rs {
+			if answered >= 0 && rs[i].Start.After(rs[answered].End) {
+				a.AnsweredAgain++
+				again = fmt.Sprintf("a call %v after an answered one (body %s)", rs[i].Start.Sub(rs[answered].End), rs[i].Body)
+			}
+			if answered < 0 && rs[i].Status == http.StatusOK && rs[i].Fault == "" {
+				answered = i
+			}
+		}
 		for i := 1; i < len(rs); i++ {
 			prev := rs[i-1]
 			if prev.Status == http.StatusTooManyRequests && prev.RetryAfter > 0 &&
@@ -481,6 +495,9 @@ func (c *cluster) checkUpstreamCalls(a *accounting) {
 	}
 	require.Zero(t, early, "calls before retry-after: %s", sample)
 	require.Zero(t, after400, "calls after a 400 (not retryable): %s", sample)
+	if c.answeredOnce {
+		require.Zero(t, a.AnsweredAgain, "upstream calls repeated for a job whose answer had arrived: %s", again)
+	}
 }
 
 // disagreeingHolds lists the ledger entries whose reservation is not

@@ -36,6 +36,11 @@ type clusterOptions struct {
 	Sim      simOptions
 	Env      map[string]string // overrides of the roles' environment
 	Webhooks bool              // a webhook receiver; jobs carry its URL
+	// AnsweredOnce adds the accounting rule that no job is sent upstream
+	// again once a call of it was answered: an answer that was paid for
+	// is kept until it is billed. Only for scenarios where no worker
+	// process dies (a killed worker loses what it held).
+	AnsweredOnce bool
 }
 
 // cluster is one installation of claudeq made of separate processes: a
@@ -54,6 +59,7 @@ type cluster struct {
 	hooks *receiver
 
 	apis, workers, schedulers []*role
+	answeredOnce              bool
 }
 
 type simNode struct {
@@ -78,7 +84,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 	if bins.err != nil {
 		t.Fatal(bins.err)
 	}
-	c := &cluster{t: t, dir: t.TempDir()}
+	c := &cluster{t: t, dir: t.TempDir(), answeredOnce: o.AnsweredOnce}
 	c.redis = redistest.New(t, redistest.WithAOF(), redistest.WithArgs("--maxmemory", "1gb", "--maxmemory-policy", "noeviction",
 		// Every acknowledged write survives a SIGKILL, as deployments/ runs
 		// the queue Redis (see docs/reliability.md).
