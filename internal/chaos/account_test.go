@@ -392,15 +392,16 @@ func (c *cluster) checkAPI(s *submitter, jobs map[string]*claudeq.Job) {
 			}
 			var err error
 			// A 503 (the store timed out on a loaded machine) is retried
-			// after its Retry-After, as a client would; 5 times at most.
-			for try := 0; ; try++ {
+			// after its Retry-After, as a client would, for two minutes.
+			give := time.Now().Add(2 * time.Minute)
+			for {
 				req, _ := http.NewRequest(http.MethodGet, api.URL()+"/api/claude/jobs/"+id, nil)
 				req.Header.Set("Authorization", "Bearer "+keys[j.UserID])
 				var resp *http.Response
 				if resp, err = client.Do(req); err != nil {
 					break
 				}
-				if resp.StatusCode == http.StatusServiceUnavailable && try < 5 {
+				if resp.StatusCode == http.StatusServiceUnavailable && time.Now().Before(give) {
 					wait, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
 					_ = resp.Body.Close()
 					time.Sleep(time.Duration(max(wait, 1)) * time.Second)
