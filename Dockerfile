@@ -20,10 +20,12 @@ RUN --mount=type=cache,target=/go/pkg/mod \
     go mod download
 COPY . .
 ARG TARGETOS TARGETARCH
+# The commit --version prints: docker build --build-arg COMMIT=$(git rev-parse HEAD) .
+ARG COMMIT=""
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     GOOS=${TARGETOS:-linux} GOARCH=${TARGETARCH:-amd64} \
-    go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/...
+    go build -trimpath -ldflags="-s -w -X github.com/claudeq/claudeq/internal/app.commit=${COMMIT}" -o /out/ ./cmd/...
 
 FROM gcr.io/distroless/static-debian12:nonroot
 LABEL org.opencontainers.image.title="claudeq" \

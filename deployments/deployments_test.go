@@ -326,7 +326,10 @@ type compose struct {
 		Deploy      struct {
 			Replicas int `yaml:"replicas"`
 		} `yaml:"deploy"`
-		DependsOn any `yaml:"depends_on"`
+		DependsOn   any `yaml:"depends_on"`
+		Healthcheck struct {
+			Test []string `yaml:"test"`
+		} `yaml:"healthcheck"`
 		Profiles  []string
 	} `yaml:"services"`
 }
@@ -368,6 +371,8 @@ func TestCompose(t *testing.T) {
 		require.Equal(t, "redis://redis-cache:6379/0", env["CLAUDEQ_CACHE_REDIS_URL"], role)
 		require.Contains(t, env["CLAUDEQ_MONGO_URI"], "replicaSet=rs0", role)
 		require.Equal(t, "0.0.0.0:9464", env["CLAUDEQ_METRICS_ADDR"], role)
+		require.Equal(t, []string{"CMD", "/usr/local/bin/" + role, "healthcheck"}, s[role].Healthcheck.Test,
+			"%s: a healthcheck that works in the distroless image (no shell, no curl)", role)
 	}
 	queue := strings.Join(s["redis-queue"].Command, " ")
 	require.Contains(t, queue, "--maxmemory-policy noeviction")
@@ -574,12 +579,11 @@ func TestKubernetesManifests(t *testing.T) {
 			portNames = append(portNames, p.Name)
 		}
 		require.Contains(t, portNames, "metrics", d.Metadata.Name)
-		for _, probe := range []map[string]any{c.LivenessProbe, c.ReadinessProbe} {
-			for _, kind := range []string{"tcpSocket", "httpGet"} {
-				if p, ok := probe[kind].(map[string]any); ok {
-					require.Contains(t, portNames, p["port"], "%s probe port", d.Metadata.Name)
-				}
-			}
+		for probe, path := range map[*map[string]any]string{&c.LivenessProbe: "/livez", &c.ReadinessProbe: "/readyz"} {
+			get, ok := (*probe)["httpGet"].(map[string]any)
+			require.True(t, ok, "%s: probes ask the process's %s, not just its port", d.Metadata.Name, path)
+			require.Equal(t, path, get["path"], d.Metadata.Name)
+			require.Contains(t, portNames, get["port"], "%s probe port", d.Metadata.Name)
 		}
 	}
 	for _, name := range []string{"claudeq-api", "claudeq-worker", "claudeq-scheduler"} {

@@ -1,23 +1,15 @@
 // Command api serves claudeq's HTTP API: it authenticates, validates,
-// answers from the cache and queues jobs for the workers. Configuration is
-// read from CLAUDEQ_* environment variables (see the README).
+// answers from the cache and queues jobs for the workers, and serves
+// /monitoring. Configuration is read from CLAUDEQ_* environment variables
+// (see the README); --help and --version print without starting.
 package main
 
 import (
-	"context"
-	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
-
 	"github.com/claudeq/claudeq/internal/app"
+	"github.com/claudeq/claudeq/internal/app/monitorui"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := app.Run(ctx, app.Roles{API: true}, os.Getenv, os.Stderr, nil); err != nil {
-		fmt.Fprintln(os.Stderr, "api:", err)
-		os.Exit(1)
-	}
+	app.Main("api", "claudeq's HTTP API (jobs, the Anthropic-compatible API, batches, admin, /monitoring)",
+		app.Options{Roles: app.Roles{API: true}, Monitor: monitorui.New})
 }

@@ -11,9 +11,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
-	"github.com/claudeq/claudeq/internal/app"
 	"github.com/claudeq/claudeq/internal/audit"
 	"github.com/claudeq/claudeq/internal/config"
+	"github.com/claudeq/claudeq/internal/devkit"
 	"github.com/claudeq/claudeq/internal/store"
 )
 
@@ -29,8 +29,8 @@ func openAudit(ctx context.Context, getenv func(string) string, s *store.Store) 
 	}
 	url := cfg.RedisURL.Reveal()
 	if url == "" && cfg.MongoURI == "" {
-		if b, err := os.ReadFile(app.DevInfoPath(cfg.DataDir)); err == nil {
-			var info app.DevInfo
+		if b, err := os.ReadFile(devkit.DevInfoPath(cfg.DataDir)); err == nil {
+			var info devkit.DevInfo
 			if json.Unmarshal(b, &info) == nil {
 				url = info.RedisURL
 			}

@@ -3,7 +3,7 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/claudeq/claudeq/internal/app"
+	"github.com/claudeq/claudeq/internal/devkit"
 )
 
 func devCmd(getenv func(string) string) *cobra.Command {
@@ -18,7 +18,7 @@ curl command to try. CLAUDEQ_REDIS_URL and CLAUDEQ_MONGO_URI, when set, are
 used instead of the embedded servers.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return app.RunDev(cmd.Context(), getenv, cmd.OutOrStdout(), cmd.ErrOrStderr(), nil)
+			return devkit.RunDev(cmd.Context(), getenv, cmd.OutOrStdout(), cmd.ErrOrStderr(), nil)
 		},
 	}
 }

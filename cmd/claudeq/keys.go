@@ -16,10 +16,10 @@ import (
 
 	"github.com/claudeq/claudeq/internal/api"
 	"github.com/claudeq/claudeq/internal/apikey"
-	"github.com/claudeq/claudeq/internal/app"
 	"github.com/claudeq/claudeq/internal/audit"
 	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/config"
+	"github.com/claudeq/claudeq/internal/devkit"
 	"github.com/claudeq/claudeq/internal/policy"
 	"github.com/claudeq/claudeq/internal/store"
 )
@@ -33,16 +33,16 @@ func openStore(ctx context.Context, getenv func(string) string) (*store.Store, f
 	}
 	uri, dbName := cfg.MongoURI.Reveal(), cfg.MongoDatabase
 	if uri == "" {
-		b, err := os.ReadFile(app.DevInfoPath(cfg.DataDir))
+		b, err := os.ReadFile(devkit.DevInfoPath(cfg.DataDir))
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil, errors.New("set CLAUDEQ_MONGO_URI, or start `claudeq dev` (its store is found through " + app.DevInfoPath(cfg.DataDir) + ")")
+			return nil, nil, errors.New("set CLAUDEQ_MONGO_URI, or start `claudeq dev` (its store is found through " + devkit.DevInfoPath(cfg.DataDir) + ")")
 		}
 		if err != nil {
 			return nil, nil, err
 		}
-		var info app.DevInfo
+		var info devkit.DevInfo
 		if err := json.Unmarshal(b, &info); err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", app.DevInfoPath(cfg.DataDir), err)
+			return nil, nil, fmt.Errorf("%s: %w", devkit.DevInfoPath(cfg.DataDir), err)
 		}
 		uri, dbName = info.MongoURI, info.Database
 	}

@@ -12,8 +12,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
-	"github.com/claudeq/claudeq/internal/app"
 	"github.com/claudeq/claudeq/internal/config"
+	"github.com/claudeq/claudeq/internal/devkit"
 	"github.com/claudeq/claudeq/internal/pricing"
 	"github.com/claudeq/claudeq/internal/quota"
 )
@@ -27,11 +27,11 @@ func openQuota(getenv func(string) string) (*quota.Quota, func(), error) {
 	}
 	url := cfg.RedisURL.Reveal()
 	if url == "" {
-		b, err := os.ReadFile(app.DevInfoPath(cfg.DataDir))
+		b, err := os.ReadFile(devkit.DevInfoPath(cfg.DataDir))
 		if err != nil {
-			return nil, nil, errors.New("set CLAUDEQ_REDIS_URL, or start `claudeq dev` (its Redis is found through " + app.DevInfoPath(cfg.DataDir) + ")")
+			return nil, nil, errors.New("set CLAUDEQ_REDIS_URL, or start `claudeq dev` (its Redis is found through " + devkit.DevInfoPath(cfg.DataDir) + ")")
 		}
-		var info app.DevInfo
+		var info devkit.DevInfo
 		if err := json.Unmarshal(b, &info); err != nil {
 			return nil, nil, err
 		}

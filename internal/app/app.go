@@ -41,6 +41,10 @@ type Options struct {
 	Logger   *slog.Logger
 	Now      func() time.Time // default time.Now
 	Upstream task.Upstream    // default: one node from CLAUDEQ_UPSTREAM_URL/_API_KEY
+	// Monitor makes the /monitoring UI for the api role (monitor.New
+	// through monitor.Plug); nil: the api serves none. Only binaries that
+	// serve it pass it, so that the others do not link asynqmon.
+	Monitor func(MonitorSpec) (MonitorUI, error)
 }
 
 // App is a running set of roles.

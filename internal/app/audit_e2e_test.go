@@ -225,7 +225,7 @@ func TestEncryptionAtRestEndToEnd(t *testing.T) {
 
 	// A production process refuses to start without keys when they are
 	// required.
-	err = app.Run(context.Background(), app.Roles{API: true}, e.getenv("CLAUDEQ_ENCRYPTION_REQUIRED", "1"), io.Discard, nil)
+	err = app.Run(context.Background(), app.Options{Roles: app.Roles{API: true}}, e.getenv("CLAUDEQ_ENCRYPTION_REQUIRED", "1"), io.Discard, nil)
 	require.ErrorContains(t, err, "CLAUDEQ_ENCRYPTION_KEYS is empty")
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/claudeq/claudeq/internal/app"
 	"github.com/claudeq/claudeq/internal/config"
+	"github.com/claudeq/claudeq/internal/devkit"
 )
 
 // runDev starts claudeq dev on dir and returns its base URL, its printed
@@ -25,7 +26,7 @@ func runDev(t *testing.T, env map[string]string) (string, *lockedWriter, func())
 	out, logs := &lockedWriter{w: &bytes.Buffer{}}, &lockedWriter{w: &bytes.Buffer{}}
 	ready := make(chan *app.App, 1)
 	done := make(chan error, 1)
-	go func() { done <- app.RunDev(ctx, config.Map(env), out, logs, func(a *app.App) { ready <- a }) }()
+	go func() { done <- devkit.RunDev(ctx, config.Map(env), out, logs, func(a *app.App) { ready <- a }) }()
 	var a *app.App
 	select {
 	case a = <-ready:

@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv("CLAUDEQ_E2E_ROLE") == "worker" {
 		ctx, stop := signalContext()
 		defer stop()
-		if err := app.Run(ctx, app.Roles{Worker: true}, os.Getenv, os.Stderr, nil); err != nil {
+		if err := app.Run(ctx, app.Options{Roles: app.Roles{Worker: true}}, os.Getenv, os.Stderr, nil); err != nil {
 			fmt.Fprintln(os.Stderr, "worker:", err)
 			os.Exit(1)
 		}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/claudeq/claudeq/internal/apikey"
 	"github.com/claudeq/claudeq/internal/app"
+	"github.com/claudeq/claudeq/internal/app/monitorui"
 	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/config"
 	"github.com/claudeq/claudeq/internal/mongotest"
@@ -130,7 +131,9 @@ func (e *testEnv) runWithLogs(roles app.Roles, over ...string) (*app.App, func()
 			e.t.Logf("logs of %+v:\n%s", roles, logs.String())
 		}
 	})
-	go func() { done <- app.Run(ctx, roles, e.getenv(over...), logs, func(a *app.App) { ready <- a }) }()
+	go func() {
+		done <- app.Run(ctx, app.Options{Roles: roles, Monitor: monitorui.New}, e.getenv(over...), logs, func(a *app.App) { ready <- a })
+	}()
 	var a *app.App
 	select {
 	case a = <-ready:

@@ -19,10 +19,10 @@ func NewLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-// Run runs roles against the configured Redis and MongoDB until ctx is done,
+// Run runs o.Roles against the configured Redis and MongoDB until ctx is done,
 // then shuts down gracefully. ready, when not nil, is called once the roles
 // run (tests use it to learn the address of an api on :0).
-func Run(ctx context.Context, roles Roles, getenv func(string) string, stderr io.Writer, ready func(*App)) error {
+func Run(ctx context.Context, o Options, getenv func(string) string, stderr io.Writer, ready func(*App)) error {
 	cfg, err := config.Load(getenv)
 	if err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
@@ -31,7 +31,8 @@ func Run(ctx context.Context, roles Roles, getenv func(string) string, stderr io
 		return fmt.Errorf("configuration:\n%w", err)
 	}
 	log := NewLogger(cfg, stderr)
-	a, err := Start(ctx, cfg, Options{Roles: roles, Logger: log})
+	o.Logger = log
+	a, err := Start(ctx, cfg, o)
 	if err != nil {
 		return err
 	}

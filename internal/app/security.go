@@ -8,19 +8,16 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/claudeq/claudeq/internal/api"
 	"github.com/claudeq/claudeq/internal/audit"
-	"github.com/claudeq/claudeq/internal/config"
-	"github.com/claudeq/claudeq/internal/crypt"
 	"github.com/claudeq/claudeq/internal/metrics"
-	"github.com/claudeq/claudeq/internal/monitor"
 	"github.com/claudeq/claudeq/internal/policy"
 	"github.com/claudeq/claudeq/internal/ratelimit"
 	"github.com/claudeq/claudeq/internal/secure"
@@ -47,7 +44,7 @@ type security struct {
 	secure   *secure.Secure
 	limiter  *ratelimit.Limiter
 	policy   *policy.Policy
-	monitor  *monitor.Monitor
+	monitor  MonitorUI
 	adminSrv *http.Server
 	adminLn  net.Listener
 }
@@ -146,7 +143,13 @@ func (a *App) mountMonitor(o Options) error {
 	if err != nil {
 		return fmt.Errorf("CLAUDEQ_REDIS_URL: %w", err)
 	}
-	a.monitor, err = monitor.New(monitor.Options{
+	if o.Monitor == nil {
+		// A binary built without the UI (asynqmon's assets are a third of
+		// a binary's size): only cmd/api and claudeq dev pass it.
+		o.Logger.Warn("this binary has no /monitoring UI (CLAUDEQ_MONITORING is ignored); run the api binary for it")
+		return nil
+	}
+	a.monitor, err = o.Monitor(MonitorSpec{
 		RedisConnOpt: conn, Redis: a.rdb, ValidateKey: a.API.ValidateAdminKey,
 		ReadOnly: a.cfg.Monitoring == "read-only", Logger: o.Logger,
 	})
@@ -155,6 +158,22 @@ func (a *App) mountMonitor(o Options) error {
 	}
 	a.API.Mount(a.monitor)
 	return nil
+}
+
+// MonitorSpec is what the /monitoring UI is made from (internal/monitor's
+// Options, which see).
+type MonitorSpec struct {
+	RedisConnOpt asynq.RedisConnOpt
+	Redis        redis.UniversalClient
+	ValidateKey  func(ctx context.Context, key string) (bool, error)
+	ReadOnly     bool
+	Logger       *slog.Logger
+}
+
+// MonitorUI is the /monitoring UI as the api mounts it (*monitor.Monitor).
+type MonitorUI interface {
+	api.Mounter
+	Close() error
 }
 
 // startAdmin opens the admin listener (CLAUDEQ_METRICS_ADDR), for every
@@ -272,26 +291,4 @@ func (h *anchorHandler) ProcessTask(ctx context.Context, _ *asynq.Task) error {
 // auditAnchor returns the worker's handler of TypeAuditAnchor.
 func (a *App) auditAnchor(o Options) asynq.Handler {
 	return &anchorHandler{chain: a.AuditChain, log: o.Logger}
-}
-
-// devSecurity fills claudeq dev's defaults for encryption at rest (a key
-// generated once and kept in DATA_DIR/encryption.keys) and the audit spill
-// directory (DATA_DIR/audit-spill), and returns the banner line about it.
-func devSecurity(cfg *config.Config) (string, error) {
-	if cfg.AuditSpillDir == "" {
-		cfg.AuditSpillDir = filepath.Join(cfg.DataDir, "audit-spill")
-	}
-	if cfg.EncryptionKeys != "" {
-		return "encryption at rest: keys from CLAUDEQ_ENCRYPTION_KEYS", nil
-	}
-	spec, created, err := crypt.LoadOrCreateDevKey(cfg.DataDir)
-	if err != nil {
-		return "", fmt.Errorf("encryption key: %w", err)
-	}
-	cfg.EncryptionKeys = config.Secret(spec)
-	path := filepath.Join(cfg.DataDir, crypt.DevKeyFile)
-	if created {
-		return "encryption at rest: generated a key in " + path + " (keep it: without it the stored results cannot be read)", nil
-	}
-	return "encryption at rest: key from " + path, nil
 }

@@ -94,7 +94,7 @@ func RunChild() int {
 			closeFn()
 		}
 	case "gateway-on":
-		err = app.Run(ctx, app.Roles{API: true}, os.Getenv, os.Stderr, func(a *app.App) {
+		err = app.Run(ctx, app.Options{Roles: app.Roles{API: true}}, os.Getenv, os.Stderr, func(a *app.App) {
 			fmt.Println(readyPrefix + "http://" + a.Addr())
 		})
 	case "gateway-off":

@@ -1,4 +1,9 @@
-package app
+// Package devkit is claudeq dev: api, worker and scheduler in one process,
+// with an embedded Redis (miniredis), an embedded MongoDB-wire server
+// (FerretDB on SQLite) and the simulated upstream. Only cmd/claudeq imports
+// it, so that the production binaries (api, worker, scheduler) do not link
+// the embedded servers or the simulator.
+package devkit
 
 import (
 	"context"
@@ -15,8 +20,11 @@ import (
 	"time"
 
 	"github.com/claudeq/claudeq/internal/apikey"
+	"github.com/claudeq/claudeq/internal/app"
+	"github.com/claudeq/claudeq/internal/app/monitorui"
 	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/config"
+	"github.com/claudeq/claudeq/internal/crypt"
 	"github.com/claudeq/claudeq/internal/devmongo"
 	"github.com/claudeq/claudeq/internal/devredis"
 	"github.com/claudeq/claudeq/internal/sim"
@@ -41,7 +49,7 @@ func DevInfoPath(dataDir string) string { return filepath.Join(dataDir, "dev.jso
 // SQLite under DATA_DIR, and the simulated upstream unless
 // CLAUDEQ_UPSTREAM_API_KEY is set. Servers given by CLAUDEQ_REDIS_URL or
 // CLAUDEQ_MONGO_URI are used instead of the embedded ones.
-func RunDev(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer, ready func(*App)) (err error) {
+func RunDev(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer, ready func(*app.App)) (err error) {
 	env := func(k string) string {
 		if v := getenv(k); v != "" {
 			return v
@@ -66,7 +74,7 @@ func RunDev(ctx context.Context, getenv func(string) string, stdout, stderr io.W
 	if err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
-	log := NewLogger(cfg, stderr)
+	log := app.NewLogger(cfg, stderr)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("CLAUDEQ_DATA_DIR: %w", err)
 	}
@@ -122,7 +130,7 @@ func RunDev(ctx context.Context, getenv func(string) string, stdout, stderr io.W
 	if err != nil {
 		return err
 	}
-	a, err := Start(ctx, cfg, Options{Roles: Roles{API: true, Worker: true, Scheduler: true}, Logger: log})
+	a, err := app.Start(ctx, cfg, app.Options{Roles: app.Roles{API: true, Worker: true, Scheduler: true}, Logger: log, Monitor: monitorui.New})
 	if err != nil {
 		return err
 	}
@@ -185,4 +193,26 @@ func devKey(cfg config.Config) (string, error) {
 	}
 	k, _ := apikey.New()
 	return k, os.WriteFile(p, []byte(k+"\n"), 0o600)
+}
+
+// devSecurity fills claudeq dev's defaults for encryption at rest (a key
+// generated once and kept in DATA_DIR/encryption.keys) and the audit spill
+// directory (DATA_DIR/audit-spill), and returns the banner line about it.
+func devSecurity(cfg *config.Config) (string, error) {
+	if cfg.AuditSpillDir == "" {
+		cfg.AuditSpillDir = filepath.Join(cfg.DataDir, "audit-spill")
+	}
+	if cfg.EncryptionKeys != "" {
+		return "encryption at rest: keys from CLAUDEQ_ENCRYPTION_KEYS", nil
+	}
+	spec, created, err := crypt.LoadOrCreateDevKey(cfg.DataDir)
+	if err != nil {
+		return "", fmt.Errorf("encryption key: %w", err)
+	}
+	cfg.EncryptionKeys = config.Secret(spec)
+	path := filepath.Join(cfg.DataDir, crypt.DevKeyFile)
+	if created {
+		return "encryption at rest: generated a key in " + path + " (keep it: without it the stored results cannot be read)", nil
+	}
+	return "encryption at rest: key from " + path, nil
 }
