@@ -169,7 +169,15 @@ func TestOverload(t *testing.T) {
 	health := startProber(api.URL())
 	samples := c.startSampler(api)
 	start := time.Now()
-	s.run(ctx, 3*rate, d, 1024)
+	// On a loaded machine the clients here may not reach three times the
+	// rate at once: the overload goes on, a round at a time (four at
+	// most), until the api has had to shed.
+	rounds := 0
+	for rounds < 4 && (rounds == 0 || s.answers()[http.StatusServiceUnavailable] == 0) {
+		s.run(ctx, 3*rate, d, 1024)
+		rounds++
+	}
+	d *= time.Duration(rounds)
 	p50, p99, worst, codes := health.end()
 	peak := samples.end()
 	record(t, "overload", "%.0f submits/s for %v: %s", 3*rate, d, s.summary())
