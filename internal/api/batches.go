@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/claudeq/claudeq/internal/job"
 	"io"
 	"net/http"
 	"regexp"
@@ -25,7 +26,6 @@ import (
 	"github.com/claudeq/claudeq/internal/pricing"
 	"github.com/claudeq/claudeq/internal/queue"
 	"github.com/claudeq/claudeq/internal/quota"
-	"github.com/claudeq/claudeq/internal/task"
 )
 
 // The Message Batches API (/v1/messages/batches), as Anthropic's: create,
@@ -56,7 +56,7 @@ type BatchOptions struct {
 type BatchDeps struct {
 	State   *batch.State
 	Store   BatchStore
-	Batches *task.Batches // ends requests that could not be queued; finalizes a batch ended at create
+	Batches *job.Batches // ends requests that could not be queued; finalizes a batch ended at create
 	Options BatchOptions
 }
 
@@ -119,7 +119,7 @@ func (h *batchAPI) view(b *claudeq.Batch) batchView {
 	v := batchView{ID: b.ID, Type: "message_batch", ProcessingStatus: b.Status, RequestCounts: b.Counts,
 		EndedAt: b.EndedAt, CreatedAt: b.CreatedAt, ExpiresAt: b.ExpiresAt, CancelInitiatedAt: b.CancelInitiatedAt}
 	if b.Status == claudeq.BatchEnded {
-		u := task.BatchResultsURL(h.d.Options.PublicURL, b.ID)
+		u := job.BatchResultsURL(h.d.Options.PublicURL, b.ID)
 		v.ResultsURL = &u
 	}
 	return v
@@ -315,9 +315,9 @@ func (h *batchAPI) enqueue(c echo.Context, b *claudeq.Batch, items []batchItem) 
 	s := h.s
 	ctx := context.WithoutCancel(c.Request().Context()) // a client gone mid-create must not leave half a batch
 	ttl := max(s.opt.JobStateTTL, h.d.Options.Expiry+time.Hour)
-	opts := []asynq.Option{task.JobMaxRetry(s.opt.JobMaxRetries), asynq.Timeout(s.opt.JobTimeout)}
+	opts := []asynq.Option{job.MaxRetry(s.opt.JobMaxRetries), asynq.Timeout(s.opt.JobTimeout)}
 	var subs []queue.Submission
-	var payloads []*task.JobPayload
+	var payloads []*job.Payload
 	for _, it := range items {
 		if it.err != nil {
 			continue
@@ -328,7 +328,7 @@ func (h *batchAPI) enqueue(c echo.Context, b *claudeq.Batch, items []batchItem) 
 		if s.c.Enabled() {
 			cacheKey = cache.Key(b.UserID, it.body)
 		}
-		p := &task.JobPayload{ID: id, Kind: claudeq.JobBatch, UserID: b.UserID, Department: b.Department, KeyID: b.KeyID,
+		p := &job.Payload{ID: id, Kind: claudeq.JobBatch, UserID: b.UserID, Department: b.Department, KeyID: b.KeyID,
 			Request: it.body, RequestHash: hex.EncodeToString(sum[:]), CacheKey: cacheKey, CreatedAt: b.CreatedAt,
 			EstimateMicros: int64(it.cost), BatchID: b.ID, CustomID: it.customID}
 		payload, _ := json.Marshal(p)
@@ -673,7 +673,7 @@ func (h *batchAPI) cancel(c echo.Context) error {
 		return err
 	}
 	if prev == claudeq.BatchInProgress {
-		_, err := h.s.q.Client().EnqueueContext(ctx, task.NewBatchSweepTask(id, "cancel"))
+		_, err := h.s.q.Client().EnqueueContext(ctx, job.NewBatchSweepTask(id, "cancel"))
 		if err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 			// The periodic sweep cancels it too, within its interval.
 			h.s.log.Warn("enqueueing the batch cancel failed; the periodic sweep will cancel it", "batch_id", id, "err", err)

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"github.com/claudeq/claudeq/internal/job"
 	"net/http"
 	"strings"
 	"sync"
@@ -20,7 +21,6 @@ import (
 	"github.com/claudeq/claudeq/internal/pricing"
 	"github.com/claudeq/claudeq/internal/queue"
 	"github.com/claudeq/claudeq/internal/quota"
-	"github.com/claudeq/claudeq/internal/task"
 )
 
 type chatBody struct {
@@ -309,7 +309,7 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 		// worker reserves then.
 		deferUntil = ex.ResetsAt
 	}
-	payload, err := json.Marshal(task.JobPayload{
+	payload, err := json.Marshal(job.Payload{
 		ID: id, Kind: spec.kind, UserID: p.UserID, Department: p.Department, UserType: p.Tier, KeyID: p.KeyID,
 		SessionID: spec.sessionID, Metadata: spec.metadata, Request: body, RequestHash: reqHash,
 		CacheKey: cacheKey, CreatedAt: now, WebhookURL: spec.webhook, FallbackModels: s.fallbacks(c.Request().Context(), spec),
@@ -318,7 +318,7 @@ func (s *Server) submit(c echo.Context, spec jobSpec) error {
 	if err != nil {
 		return err
 	}
-	opts := []asynq.Option{task.JobMaxRetry(s.opt.JobMaxRetries), asynq.Timeout(s.opt.JobTimeout)}
+	opts := []asynq.Option{job.MaxRetry(s.opt.JobMaxRetries), asynq.Timeout(s.opt.JobTimeout)}
 	ttl := s.opt.JobStateTTL
 	if !deferUntil.IsZero() {
 		// asynq keeps whole seconds: a second late rather than early.
@@ -485,7 +485,7 @@ func (s *Server) viewCached(st *queue.State, msg []byte) jobView {
 		Usage   claudeq.Usage   `json:"usage"`
 	}
 	if json.Unmarshal(msg, &m) == nil {
-		v.Text, v.Usage = task.Text(m.Content), &m.Usage
+		v.Text, v.Usage = job.Text(m.Content), &m.Usage
 	}
 	return v
 }
@@ -500,9 +500,9 @@ func (s *Server) viewState(st *queue.State) jobView {
 	if st.Status == claudeq.StatusCanceled {
 		v.Error = &claudeq.JobError{Type: "canceled", Message: "job canceled before it ran"}
 	}
-	if st.Status == claudeq.StatusFailed && st.LastError == task.ErrQueueLost {
+	if st.Status == claudeq.StatusFailed && st.LastError == job.ErrQueueLost {
 		// Failed by the reconciler: Redis holds the only record of it.
-		v.Error = &claudeq.JobError{Type: task.ErrQueueLost, Message: "the job's task was lost from the queue (Redis lost writes it had acknowledged, " +
+		v.Error = &claudeq.JobError{Type: job.ErrQueueLost, Message: "the job's task was lost from the queue (Redis lost writes it had acknowledged, " +
 			"or the submit failed after the job's state was written); it did not finish; submit it again"}
 	}
 	return v
@@ -519,7 +519,7 @@ func viewJob(j *claudeq.Job) jobView {
 			Content json.RawMessage `json:"content"`
 		}
 		if json.Unmarshal(j.Result, &m) == nil {
-			v.Text = task.Text(m.Content)
+			v.Text = job.Text(m.Content)
 		}
 	}
 	return v

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base32"
+	"github.com/claudeq/claudeq/internal/job"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -20,7 +21,6 @@ import (
 	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/queue"
 	"github.com/claudeq/claudeq/internal/store"
-	"github.com/claudeq/claudeq/internal/task"
 	"github.com/claudeq/claudeq/internal/upstream"
 	"github.com/claudeq/claudeq/internal/webhook"
 )
@@ -45,7 +45,7 @@ type Store interface {
 type Webhooks struct {
 	Policy   *webhook.Policy      // who may be called back
 	Secrets  *webhook.SecretStore // per-user signing secrets
-	Notifier *task.Notifier       // redelivery
+	Notifier *job.Notifier        // redelivery
 	Grace    time.Duration        // default grace of a secret rotation
 }
 

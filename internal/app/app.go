@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/claudeq/claudeq/internal/job"
 	"log/slog"
 	"net"
 	"net/http"
@@ -68,7 +69,7 @@ type App struct {
 	schedWG  chan struct{}
 	bgOff    context.CancelFunc
 	bgWG     chan struct{}
-	keeper   *task.Keeper // answers paid for and not yet billed (worker)
+	keeper   *job.Keeper // answers paid for and not yet billed (worker)
 	owedOff  context.CancelFunc
 	owedWG   chan struct{}
 	keepOff  context.CancelFunc
@@ -85,7 +86,7 @@ const KeepFlushInterval = 500 * time.Millisecond
 
 // Keeper returns the worker's keeper of answers not yet billed (nil
 // without the worker role).
-func (a *App) Keeper() *task.Keeper { return a.keeper }
+func (a *App) Keeper() *job.Keeper { return a.keeper }
 
 // RedisBufferSize is the read and the write buffer of each connection of
 // the app's Redis clients.
@@ -152,7 +153,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 	}
 	a.Money = money
 	ch := cache.New(a.crdb, cfg.CacheTTL)
-	notifier := &task.Notifier{Client: a.Queue.Client(), PublicURL: cfg.PublicURL, MaxBody: cfg.WebhookMaxBytes,
+	notifier := &job.Notifier{Client: a.Queue.Client(), PublicURL: cfg.PublicURL, MaxBody: cfg.WebhookMaxBytes,
 		Schedule: cfg.WebhookSchedule, Retention: cfg.IdempotencyTTL, Now: o.Now}
 	secrets := webhook.NewSecretStore(a.rdb, o.Now)
 	batches := a.newBatches(cfg, o, notifier) // batches.go
@@ -179,7 +180,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 			return nil, errors.New("CLAUDEQ_UPSTREAM_API_KEY (or CLAUDEQ_NODES_FILE) is required for the worker (claudeq dev uses a simulator instead)")
 		}
 		a.commit = a.Store.NewCommitter(store.CommitterOptions{Logger: o.Logger})
-		a.keeper = &task.Keeper{Redis: a.Queue, Store: a.Store, Now: o.Now, Logger: o.Logger}
+		a.keeper = &job.Keeper{Redis: a.Queue, Store: a.Store, Now: o.Now, Logger: o.Logger}
 		kctx, stop := context.WithCancel(context.Background())
 		a.keepOff, a.keepWG = stop, make(chan struct{})
 		go func() {
@@ -226,14 +227,14 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 		mux.Handle(task.TypeReconcile, &task.ReconcileHandler{Queue: a.Queue, Store: a.Store, Now: o.Now, Logger: o.Logger,
 			Quota: a.Money.Quota, StaleAfter: cfg.QuotaReconcileAfter, Ledger: a.Store, Batches: batches, Notifier: notifier,
 			Outbox: a.Queue, LedgerWriter: a.Store})
-		mux.Handle(task.TypeBatchSweep, batches)
+		mux.Handle(job.TypeBatchSweep, batches)
 		mux.Handle(task.TypeProbe, &task.ProbeHandler{Fleet: a.Fleet, Logger: o.Logger})
 		mux.Handle(TypeAuditAnchor, a.auditAnchor(o))
 		a.srv = queue.NewServer(a.rdb, queue.ServerOptions{
 			Concurrency: cfg.WorkerConcurrency, TaskCheckInterval: cfg.TaskCheckInterval,
 			DelayedTaskCheckInterval: cfg.DelayedTaskCheckInterval, ShutdownTimeout: cfg.ShutdownTimeout,
 			RetryDelay: retryDelay(cfg), Logger: o.Logger,
-			IsFailure: func(err error) bool { return task.IsFailure(err) && !webhook.IsInfra(err) },
+			IsFailure: func(err error) bool { return job.IsFailure(err) && !webhook.IsInfra(err) },
 		})
 		if err := a.srv.Start(mux); err != nil {
 			return nil, fmt.Errorf("start worker: %w", err)
@@ -366,7 +367,7 @@ func (a *App) schedule(ctx context.Context, now func() time.Time) {
 		{typ: task.TypeRetention, every: a.cfg.RetentionInterval},
 		{typ: task.TypeReconcile, every: a.cfg.ReconcileInterval},
 		{typ: TypeAuditAnchor, every: a.cfg.AuditAnchorInterval},
-		{typ: task.TypeBatchSweep, every: a.cfg.Batches.SweepInterval},
+		{typ: job.TypeBatchSweep, every: a.cfg.Batches.SweepInterval},
 	}
 	for _, n := range a.Fleet.Names() {
 		b, _ := json.Marshal(task.ProbePayload{Node: n})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/claudeq/claudeq/internal/job"
 	"net/http"
 	"os"
 	"os/exec"
@@ -73,7 +74,7 @@ func TestRedeliveredFinishedJobHasNoSecondEffect(t *testing.T) {
 	require.NoError(t, rdb.HSet(t.Context(), "cq:job:"+id, "st", "running").Err())
 	req, _ := json.Marshal(map[string]any{"model": "claude-sonnet-5-5", "max_tokens": 1024,
 		"messages": []map[string]any{{"role": "user", "content": "run me once"}}})
-	payload, _ := json.Marshal(task.JobPayload{ID: id, Kind: "chat", UserID: "alice", SessionID: "once", Request: req, CreatedAt: time.Now()})
+	payload, _ := json.Marshal(job.Payload{ID: id, Kind: "chat", UserID: "alice", SessionID: "once", Request: req, CreatedAt: time.Now()})
 	c := asynq.NewClientFromRedisClient(rdb)
 	_, err := c.Enqueue(asynq.NewTask(queue.TypeJobRun, payload), asynq.TaskID(id), asynq.Retention(time.Hour))
 	require.NoError(t, err)
@@ -238,7 +239,7 @@ func TestJobWhoseWorkersAllDiedEndsFailedNotStuck(t *testing.T) {
 	e.run(app.Roles{Worker: true, Scheduler: true}, "CLAUDEQ_RECONCILE_INTERVAL", "1s", "CLAUDEQ_WEBHOOK_ALLOW", "http://127.0.0.1")
 	j := wait(t, base, key, id, 15*time.Second)
 	require.Equal(t, "failed", j["status"])
-	require.Equal(t, task.ErrWorkerLost, j["error"].(map[string]any)["type"])
+	require.Equal(t, job.ErrWorkerLost, j["error"].(map[string]any)["type"])
 	require.EqualValues(t, 0, e.sim.Stats().Requests)
 	// The job's webhook says so too.
 	require.Eventually(t, func() bool { u, _, _, _ := rcv.events(); return u == 1 }, 15*time.Second, 50*time.Millisecond)
@@ -251,5 +252,5 @@ func TestJobWhoseWorkersAllDiedEndsFailedNotStuck(t *testing.T) {
 	require.Equal(t, "job.failed", ev["type"])
 	data := ev["data"].(map[string]any)
 	require.Equal(t, id, data["job_id"])
-	require.Equal(t, task.ErrWorkerLost, data["error"].(map[string]any)["type"])
+	require.Equal(t, job.ErrWorkerLost, data["error"].(map[string]any)["type"])
 }

@@ -3,6 +3,7 @@ package app_test
 import (
 	"context"
 	"fmt"
+	"github.com/claudeq/claudeq/internal/job"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -16,7 +17,6 @@ import (
 	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/quota"
 	"github.com/claudeq/claudeq/internal/store"
-	"github.com/claudeq/claudeq/internal/task"
 )
 
 func TestJobsAreBilledOnceAndShownInUsage(t *testing.T) {
@@ -333,7 +333,7 @@ func TestReconcilerFailsAJobWhoseTaskWasLost(t *testing.T) {
 	j := wait(t, base, key, lost, 30*time.Second)
 	require.Equal(t, "failed", j["status"])
 	jerr := j["error"].(map[string]any)
-	require.Equal(t, task.ErrQueueLost, jerr["type"])
+	require.Equal(t, job.ErrQueueLost, jerr["type"])
 	require.Contains(t, jerr["message"], "submit it again")
 	require.Eventually(t, func() bool {
 		st, err := q.Status(context.Background(), "alice", "research")
@@ -342,7 +342,7 @@ func TestReconcilerFailsAJobWhoseTaskWasLost(t *testing.T) {
 	}, 10*time.Second, 100*time.Millisecond, "only the kept job's reservation is held; the billed one settled to its ledger cost")
 	jb := wait(t, base, key, billed, 10*time.Second)
 	require.Equal(t, "failed", jb["status"])
-	require.Equal(t, task.ErrQueueLost, jb["error"].(map[string]any)["type"])
+	require.Equal(t, job.ErrQueueLost, jb["error"].(map[string]any)["type"])
 	for _, id := range []string{lost, billed} {
 		_, err := e.store.Job(context.Background(), id)
 		require.Equal(t, claudeq.KindNotFound, claudeq.ErrorKind(err), "no store record for %s: the client may have had a 503 for it", id)
@@ -392,11 +392,11 @@ func TestBilledJobWhoseWorkersAllDiedIsSettledNotReleased(t *testing.T) {
 
 	jb := wait(t, base, key, billed, 30*time.Second)
 	require.Equal(t, "failed", jb["status"])
-	require.Equal(t, task.ErrWorkerLost, jb["error"].(map[string]any)["type"])
+	require.Equal(t, job.ErrWorkerLost, jb["error"].(map[string]any)["type"])
 	require.Contains(t, jb["error"].(map[string]any)["message"], "answered and billed")
 	require.InDelta(t, 0.001234, jb["cost_usd"], 1e-9)
 	ju := wait(t, base, key, unbilled, 30*time.Second)
-	require.Equal(t, task.ErrWorkerLost, ju["error"].(map[string]any)["type"])
+	require.Equal(t, job.ErrWorkerLost, ju["error"].(map[string]any)["type"])
 	require.NotContains(t, ju["error"].(map[string]any)["message"], "billed")
 	require.Eventually(t, func() bool {
 		st, err := q.Status(context.Background(), "alice", "research")

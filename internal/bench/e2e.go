@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/claudeq/claudeq/internal/job"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -17,7 +18,6 @@ import (
 	"github.com/claudeq/claudeq/internal/app"
 	"github.com/claudeq/claudeq/internal/queue"
 	"github.com/claudeq/claudeq/internal/store"
-	"github.com/claudeq/claudeq/internal/task"
 )
 
 // DrainStats is one drain of a pre-filled queue.
@@ -343,7 +343,7 @@ func (e *Env) drainBaseline(ctx context.Context, o *Options, payload []byte) (Dr
 	t0 := time.Now()
 	if err := Drive(ctx, 32, o.Jobs, func(ctx context.Context, i int64) error {
 		_, err := c.EnqueueContext(ctx, asynq.NewTask("bench:noop", payload), asynq.Queue(queue.Default),
-			task.JobMaxRetry(cfg.JobMaxRetries), asynq.Timeout(cfg.JobTimeout))
+			job.MaxRetry(cfg.JobMaxRetries), asynq.Timeout(cfg.JobTimeout))
 		return err
 	}); err != nil {
 		return DrainStats{}, fmt.Errorf("fill: %w", err)

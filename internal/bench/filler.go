@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/claudeq/claudeq/internal/job"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -24,7 +25,6 @@ import (
 	"github.com/claudeq/claudeq/internal/queue"
 	"github.com/claudeq/claudeq/internal/quota"
 	"github.com/claudeq/claudeq/internal/store"
-	"github.com/claudeq/claudeq/internal/task"
 )
 
 // DirectFiller queues jobs the way the api does once a request is
@@ -35,7 +35,7 @@ import (
 // checks that it leaves the same bytes per job in Redis as the api.
 type DirectFiller struct {
 	a     *app.App
-	proto task.JobPayload
+	proto job.Payload
 	users []User
 	opts  []asynq.Option
 	ttl   time.Duration
@@ -77,7 +77,7 @@ func NewDirectFiller(a *app.App, cfg config.Config, probe []byte, users []User) 
 	if len(f.users) == 0 {
 		f.users = []User{{KeyID: f.proto.KeyID, UserID: f.proto.UserID, Department: f.proto.Department}}
 	}
-	f.opts = []asynq.Option{task.JobMaxRetry(cfg.JobMaxRetries), asynq.Timeout(cfg.JobTimeout)}
+	f.opts = []asynq.Option{job.MaxRetry(cfg.JobMaxRetries), asynq.Timeout(cfg.JobTimeout)}
 	return f, nil
 }
 

@@ -3,13 +3,13 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/claudeq/claudeq/internal/job"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/claudeq/claudeq/internal/queue"
-	"github.com/claudeq/claudeq/internal/task"
 )
 
 // The figures of issue #9's proof ("S" for scaling, numbered as the
@@ -339,7 +339,7 @@ func (e *Env) procDrainBaseline(ctx context.Context, o *Options, bin string, pay
 	t0 := time.Now()
 	if err := Drive(ctx, 32, k, func(ctx context.Context, i int64) error {
 		_, err := c.EnqueueContext(ctx, asynq.NewTask("bench:noop", payload), asynq.Queue(queue.Default),
-			task.JobMaxRetry(cfg.JobMaxRetries), asynq.Timeout(cfg.JobTimeout))
+			job.MaxRetry(cfg.JobMaxRetries), asynq.Timeout(cfg.JobTimeout))
 		return err
 	}); err != nil {
 		return ProcDrain{}, fmt.Errorf("fill: %w", err)

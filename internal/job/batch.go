@@ -1,4 +1,4 @@
-package task
+package job
 
 import (
 	"context"
@@ -19,7 +19,7 @@ import (
 )
 
 // A Message Batch's requests run as ordinary jobs (job:run on the batch
-// queue, JobPayload.BatchID set) through JobHandler. What is particular to
+// queue, Payload.BatchID set) through JobHandler. What is particular to
 // them lives here:
 //
 //   - the batch reserved the worst case of all its requests at once, under
@@ -91,7 +91,7 @@ type Batches struct {
 // ItemEnded closes the part of the reservation of batch request p whose
 // terminal record j is durable, counts it in its batch, and finalizes the
 // batch when it was the last request.
-func (b *Batches) ItemEnded(ctx context.Context, p *JobPayload, j *claudeq.Job) error {
+func (b *Batches) ItemEnded(ctx context.Context, p *Payload, j *claudeq.Job) error {
 	if b.Quota != nil {
 		var err error
 		// Settled when billed: a succeeded item, or a failed one whose
@@ -258,7 +258,7 @@ func (b *Batches) Drain(ctx context.Context, bt *claudeq.Batch, r claudeq.BatchR
 				return err
 			}
 			for i, it := range ours {
-				p := &JobPayload{ID: jobs[i].ID, BatchID: bt.ID, CustomID: it.CustomID, EstimateMicros: it.Reserved}
+				p := &Payload{ID: jobs[i].ID, BatchID: bt.ID, CustomID: it.CustomID, EstimateMicros: it.Reserved}
 				if err := b.ItemEnded(ctx, p, jobs[i]); err != nil {
 					return err
 				}

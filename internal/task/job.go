@@ -1,15 +1,14 @@
 package task
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/claudeq/claudeq/internal/job"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -53,13 +52,13 @@ type JobHandler struct {
 	Upstream       Upstream
 	Now            func() time.Time
 	Logger         *slog.Logger
-	Notifier       *Notifier     // nil: no webhooks
+	Notifier       *job.Notifier // nil: no webhooks
 	Pricing        Pricer        // nil: nothing is billed
 	Quota          Quota         // nil: no budgets
 	IdempotencyTTL time.Duration // how long a finished job's state stays in Redis
 	// Keeper keeps an answer that was paid for until its job is billed
 	// (keep.go); nil: one over Queue alone (Redis, then this process).
-	Keeper *Keeper
+	Keeper *job.Keeper
 	// NoUpstreamWait is how long after its submission a job whose attempt
 	// finds no healthy upstream node waits for one without using up a
 	// retry (0: such an attempt uses one up at once).
@@ -67,10 +66,10 @@ type JobHandler struct {
 	// Metrics records every upstream call (outcome, latency, tokens,
 	// errors) and the cost of every billed job; nil records nothing.
 	Metrics *metrics.Metrics
-	Batches *Batches // the batch side of batch requests (batch.go); required for them
+	Batches *job.Batches // the batch side of batch requests (batch.go); required for them
 
 	keepOnce      sync.Once
-	defaultKeeper *Keeper
+	defaultKeeper *job.Keeper
 }
 
 // ProcessTask implements asynq.Handler.
@@ -78,9 +77,9 @@ type JobHandler struct {
 // Delivery is at least once, so every effect is guarded: the state hash says
 // whether this is a first run; on a re-run the durable record decides; an
 // answer that could not be billed (Redis or the store down) is kept
-// (Keeper) so the retry does not call the upstream again.
+// (job.Keeper) so the retry does not call the upstream again.
 func (h *JobHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
-	var p JobPayload
+	var p job.Payload
 	if err := json.Unmarshal(t.Payload(), &p); err != nil || p.ID == "" {
 		return fmt.Errorf("job:run: bad payload: %v: %w", err, asynq.SkipRetry)
 	}
@@ -90,14 +89,14 @@ func (h *JobHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	started := h.Now().UTC()
 	prev, err := h.Queue.Start(ctx, p.ID, started)
 	if err != nil {
-		return Infra(err)
+		return job.Infra(err)
 	}
 	switch prev {
 	case claudeq.StatusSucceeded, claudeq.StatusFailed:
 		return nil // finished before; its completion mark was lost
 	case claudeq.StatusCanceled:
 		if p.BatchID != "" {
-			return nil // the batch's cancel or expiry (Batches.Drain) writes its record
+			return nil // the batch's cancel or expiry (job.Batches.Drain) writes its record
 		}
 		return h.finish(ctx, &p, started, claudeq.StatusCanceled, outcome{jerr: &claudeq.JobError{Type: "canceled", Message: "job canceled before it ran"}})
 	case claudeq.StatusRunning, "":
@@ -108,14 +107,14 @@ func (h *JobHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 				return err
 			}
 			if err := h.Notifier.Notify(ctx, j, usdOf(j.CostMicros)); err != nil {
-				return Infra(err)
+				return job.Infra(err)
 			}
 			if err := h.Queue.Finish(ctx, p.ID, j.Status, h.Now(), "", h.IdempotencyTTL); err != nil {
-				return Infra(err)
+				return job.Infra(err)
 			}
 			return nil
 		} else if claudeq.ErrorKind(err) != claudeq.KindNotFound {
-			return Infra(err)
+			return job.Infra(err)
 		}
 	}
 
@@ -130,7 +129,7 @@ func (h *JobHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 		b, where, err := h.keeper().Kept(ctx, p.ID)
 		if err != nil {
 			log.Warn("cannot tell whether an earlier attempt's answer was kept; will retry", "err", err)
-			return Infra(err)
+			return job.Infra(err)
 		}
 		if b != nil {
 			var r upstream.Response
@@ -142,14 +141,14 @@ func (h *JobHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 	}
 	if n, _ := asynq.GetRetryCount(ctx); n > 0 || rerun {
 		if out.tried, err = h.Queue.Nodes(ctx, p.ID); err != nil {
-			return Infra(err)
+			return job.Infra(err)
 		}
 	}
 	if out.resp == nil {
 		if err := h.call(ctx, &p, &out); err != nil {
 			n, _ := asynq.GetRetryCount(ctx)
 			max, _ := asynq.GetMaxRetry(ctx)
-			max-- // the job's own retries (JobMaxRetry)
+			max-- // the job's own retries (job.MaxRetry)
 			if claudeq.ErrorKind(err) == claudeq.KindNoUpstream && ctx.Err() == nil && h.Now().Sub(p.CreatedAt) < h.NoUpstreamWait {
 				// Every node is down, cooling down after a 429 or at its
 				// cap: wait for one (after the error's retry-after) without
@@ -157,14 +156,14 @@ func (h *JobHandler) ProcessTask(ctx context.Context, t *asynq.Task) error {
 				// submission; then such attempts count as any other.
 				log.Warn("no healthy upstream node; waiting without using a retry", "attempt", n+1, "err", err)
 				if qerr := h.Queue.Requeue(context.WithoutCancel(ctx), p.ID, claudeq.ErrorMessage(err), out.node); qerr != nil {
-					return Infra(qerr)
+					return job.Infra(qerr)
 				}
-				return waitError{err}
+				return job.Wait(err)
 			}
 			if upstream.Temporary(err) && n < max && ctx.Err() == nil {
 				log.Warn("upstream call failed; will retry", "node", out.node, "attempt", n+1, "err", err)
 				if qerr := h.Queue.Requeue(context.WithoutCancel(ctx), p.ID, claudeq.ErrorMessage(err), out.node); qerr != nil {
-					return Infra(qerr)
+					return job.Infra(qerr)
 				}
 				return err
 			}
@@ -201,9 +200,9 @@ type outcome struct {
 }
 
 // keeper returns h.Keeper, or one over the queue alone.
-func (h *JobHandler) keeper() *Keeper {
+func (h *JobHandler) keeper() *job.Keeper {
 	if h.Keeper == nil {
-		h.keepOnce.Do(func() { h.defaultKeeper = &Keeper{Redis: h.Queue, Now: h.Now, Logger: h.Logger} })
+		h.keepOnce.Do(func() { h.defaultKeeper = &job.Keeper{Redis: h.Queue, Now: h.Now, Logger: h.Logger} })
 		return h.defaultKeeper
 	}
 	return h.Keeper
@@ -212,7 +211,7 @@ func (h *JobHandler) keeper() *Keeper {
 // call asks the upstream, avoiding the nodes earlier attempts failed on, and
 // falls back to the job's fallback models when its model is overloaded or
 // has no healthy node.
-func (h *JobHandler) call(ctx context.Context, p *JobPayload, out *outcome) error {
+func (h *JobHandler) call(ctx context.Context, p *job.Payload, out *outcome) error {
 	var req struct {
 		Model string `json:"model"`
 	}
@@ -244,7 +243,7 @@ func (h *JobHandler) call(ctx context.Context, p *JobPayload, out *outcome) erro
 // claude_tokens_consumed_total (all token classes) for the call, and
 // claude_errors_total for a failure. A failure to find any node is an
 // error but no call.
-func (h *JobHandler) callUpstream(ctx context.Context, p *JobPayload, model string, body []byte, avoid []string) (*upstream.Response, string, error) {
+func (h *JobHandler) callUpstream(ctx context.Context, p *job.Payload, model string, body []byte, avoid []string) (*upstream.Response, string, error) {
 	start := time.Now()
 	resp, node, err := h.Upstream.Call(ctx, model, body, avoid)
 	d := time.Since(start)
@@ -288,7 +287,7 @@ func withModel(body []byte, model string) ([]byte, error) {
 // finish writes the terminal record (durably, through group commit), then
 // the live state and the cache. Any store failure retries the task without
 // using up a retry; the stash keeps the answer for that retry.
-func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Time, status claudeq.Status, out outcome) error {
+func (h *JobHandler) finish(ctx context.Context, p *job.Payload, started time.Time, status claudeq.Status, out outcome) error {
 	resp, node, jerr, rerun := out.resp, out.node, out.jerr, out.rerun
 	ctx = context.WithoutCancel(ctx) // finishing must not be cut short by the job's own deadline
 	now := h.Now().UTC()
@@ -346,14 +345,14 @@ func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Tim
 		if err != nil {
 			keep()
 			h.Logger.Error("pricing the job failed; the answer is kept; will retry", "job_id", p.ID, "model", j.Model, "kept_in", out.keptIn, "err", err)
-			return Infra(err)
+			return job.Infra(err)
 		}
 		rec.Ledger = entry
 	}
 	if err := h.Committer.Commit(ctx, rec); err != nil {
 		keep()
 		h.Logger.Warn("storing job result failed; the answer is kept; will retry", "job_id", p.ID, "kept_in", out.keptIn, "err", err)
-		return Infra(err)
+		return job.Infra(err)
 	}
 	if e := rec.Ledger; e != nil {
 		// Counted once the entry is durable: a retried finish (the
@@ -369,7 +368,7 @@ func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Tim
 	}
 	if err := h.Notifier.Notify(ctx, j, usdOf(j.CostMicros)); err != nil {
 		h.Logger.Warn("enqueueing the webhook failed; will retry", "job_id", p.ID, "err", err)
-		return Infra(err)
+		return job.Infra(err)
 	}
 	cacheKey := ""
 	if status == claudeq.StatusSucceeded && p.CacheKey != "" && h.Cache != nil {
@@ -380,7 +379,7 @@ func (h *JobHandler) finish(ctx context.Context, p *JobPayload, started time.Tim
 		}
 	}
 	if err := h.Queue.Finish(ctx, p.ID, status, now, cacheKey, h.IdempotencyTTL); err != nil {
-		return Infra(err)
+		return job.Infra(err)
 	}
 	if node == "stash" || out.keptIn != "" {
 		h.keeper().Drop(ctx, p.ID, out.keptIn)
@@ -411,48 +410,14 @@ func turnMessages(reqMessages json.RawMessage, answer json.RawMessage, session b
 	}
 	out := make([]store.Message, 0, len(msgs)+1)
 	for _, m := range msgs {
-		out = append(out, store.Message{Role: m.Role, Content: Text(m.Content), JobID: jobID, At: at})
+		out = append(out, store.Message{Role: m.Role, Content: job.Text(m.Content), JobID: jobID, At: at})
 	}
 	var a struct {
 		Content json.RawMessage `json:"content"`
 	}
 	_ = json.Unmarshal(answer, &a)
-	out = append(out, store.Message{Role: "assistant", Content: Text(a.Content), JobID: jobID, At: at})
+	out = append(out, store.Message{Role: "assistant", Content: job.Text(a.Content), JobID: jobID, At: at})
 	return out
-}
-
-// Text returns the text of a Messages API content value: the string itself,
-// or the text blocks of an array joined, with other blocks named in
-// brackets.
-func Text(content json.RawMessage) string {
-	content = bytes.TrimSpace(content)
-	if len(content) == 0 {
-		return ""
-	}
-	if content[0] == '"' {
-		var s string
-		_ = json.Unmarshal(content, &s)
-		return s
-	}
-	var blocks []struct {
-		Type string `json:"type"`
-		Text string `json:"text"`
-	}
-	if err := json.Unmarshal(content, &blocks); err != nil {
-		return ""
-	}
-	var b strings.Builder
-	for i, bl := range blocks {
-		if i > 0 {
-			b.WriteString("\n")
-		}
-		if bl.Type == "text" {
-			b.WriteString(bl.Text)
-		} else {
-			b.WriteString("[" + bl.Type + "]")
-		}
-	}
-	return b.String()
 }
 
 // ErrNoUpstream is returned when no node can serve a request.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/claudeq/claudeq/internal/job"
 	"log/slog"
 	"time"
 
@@ -31,16 +32,16 @@ func (h *RetentionHandler) ProcessTask(ctx context.Context, _ *asynq.Task) error
 	cut := h.Now().Add(-h.Retention)
 	jobs, err := h.Store.DeleteJobsFinishedBefore(ctx, cut)
 	if err != nil {
-		return Infra(fmt.Errorf("retention: jobs: %w", err))
+		return job.Infra(fmt.Errorf("retention: jobs: %w", err))
 	}
 	convs, err := h.Store.DeleteConversationsUpdatedBefore(ctx, cut)
 	if err != nil {
-		return Infra(fmt.Errorf("retention: conversations: %w", err))
+		return job.Infra(fmt.Errorf("retention: conversations: %w", err))
 	}
 	// Answers kept for a retry live at most as long as a job can wait.
-	stashes, err := h.Store.DeleteStashesBefore(ctx, h.Now().Add(-StashRetention))
+	stashes, err := h.Store.DeleteStashesBefore(ctx, h.Now().Add(-job.StashRetention))
 	if err != nil {
-		return Infra(fmt.Errorf("retention: stash: %w", err))
+		return job.Infra(fmt.Errorf("retention: stash: %w", err))
 	}
 	h.Logger.Info("retention sweep", "before", cut, "jobs_deleted", jobs, "conversations_deleted", convs, "stashes_deleted", stashes)
 	return nil

@@ -3,6 +3,7 @@ package task
 import (
 	"context"
 	"fmt"
+	"github.com/claudeq/claudeq/internal/job"
 	"time"
 
 	"github.com/claudeq/claudeq/internal/claudeq"
@@ -28,7 +29,7 @@ type Reserver interface {
 // reserveDeferred books the budget of a job parked until its budget reset.
 // Still over budget (another job took it first): park it again until the
 // next reset, without using up a retry.
-func (h *JobHandler) reserveDeferred(ctx context.Context, p *JobPayload) error {
+func (h *JobHandler) reserveDeferred(ctx context.Context, p *job.Payload) error {
 	r, ok := h.Quota.(Reserver)
 	if !p.Deferred || !ok {
 		return nil
@@ -38,9 +39,9 @@ func (h *JobHandler) reserveDeferred(ctx context.Context, p *JobPayload) error {
 		return nil
 	}
 	if qerr := h.Queue.Requeue(context.WithoutCancel(ctx), p.ID, "deferred until the budget resets", ""); qerr != nil {
-		return Infra(qerr)
+		return job.Infra(qerr)
 	}
-	return Infra(err) // a quota error carries RetryAfter = until the reset
+	return job.Infra(err) // a quota error carries RetryAfter = until the reset
 }
 
 // Pricer prices real usage.
@@ -53,7 +54,7 @@ type Pricer interface {
 // request asked for. The entry lands on the day its reservation was made,
 // so a job reserved at 23:59:59 and finished after midnight is billed to
 // that day.
-func (h *JobHandler) bill(ctx context.Context, p *JobPayload, j *claudeq.Job, requested string) (*store.LedgerEntry, error) {
+func (h *JobHandler) bill(ctx context.Context, p *job.Payload, j *claudeq.Job, requested string) (*store.LedgerEntry, error) {
 	if h.Pricing == nil || j.Usage == nil {
 		return nil, nil
 	}
@@ -71,7 +72,7 @@ func (h *JobHandler) bill(ctx context.Context, p *JobPayload, j *claudeq.Job, re
 		if hold, err := h.Quota.Hold(ctx, reservationOf(p)); err == nil {
 			day = hold.Day
 		} else if claudeq.ErrorKind(err) != claudeq.KindNotFound {
-			return nil, Infra(err)
+			return nil, job.Infra(err)
 		}
 		if day == "" {
 			day = h.Quota.Day(p.CreatedAt)
@@ -90,7 +91,7 @@ func (h *JobHandler) bill(ctx context.Context, p *JobPayload, j *claudeq.Job, re
 
 // reservationOf names the reservation job p is billed against: its own,
 // or its batch's.
-func reservationOf(p *JobPayload) string {
+func reservationOf(p *job.Payload) string {
 	if p.BatchID != "" {
 		return p.BatchID
 	}
@@ -101,7 +102,7 @@ func reservationOf(p *JobPayload) string {
 // succeeded, released otherwise; a batch request closes its part of the
 // batch's reservation and is counted in its batch. Idempotent, so a re-run
 // calls it again.
-func (h *JobHandler) settle(ctx context.Context, p *JobPayload, j *claudeq.Job) error {
+func (h *JobHandler) settle(ctx context.Context, p *job.Payload, j *claudeq.Job) error {
 	if p.BatchID != "" {
 		if h.Batches == nil {
 			return fmt.Errorf("job %s is a batch request but the worker has no batch handling", p.ID)
@@ -118,7 +119,7 @@ func (h *JobHandler) settle(ctx context.Context, p *JobPayload, j *claudeq.Job) 
 		err = h.Quota.Release(ctx, j.ID)
 	}
 	if err != nil {
-		return Infra(err)
+		return job.Infra(err)
 	}
 	return nil
 }

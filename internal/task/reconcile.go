@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/claudeq/claudeq/internal/job"
 	"log/slog"
 	"time"
 
@@ -43,11 +44,11 @@ type ReconcileHandler struct {
 	// Notifier, when set, sends the job.failed webhook of a job failed
 	// here whose webhook URL is known (worker_lost; a queue_lost job's URL
 	// was lost with its task).
-	Notifier *Notifier
+	Notifier *job.Notifier
 	// Batches, when set, ends lost batch requests in their batch and
 	// decides over batch reservations, which are never released while
 	// their batch runs.
-	Batches *Batches
+	Batches *job.Batches
 	// Outbox and LedgerWriter, when set, write the ledger entries that
 	// answered interactive requests left in the Redis outbox (the store
 	// was down, and their api stopped before it came back) before any
@@ -107,10 +108,6 @@ type StaleQuota interface {
 	Hold(ctx context.Context, jobID string) (quota.Hold, error)
 }
 
-// ErrWorkerLost is the error of a job whose attempts all died with their
-// worker.
-const ErrWorkerLost = "worker_lost"
-
 // ProcessTask implements asynq.Handler.
 func (h *ReconcileHandler) ProcessTask(ctx context.Context, _ *asynq.Task) error {
 	insp := h.Queue.Inspector()
@@ -122,7 +119,7 @@ func (h *ReconcileHandler) ProcessTask(ctx context.Context, _ *asynq.Task) error
 				if errors.Is(err, asynq.ErrQueueNotFound) {
 					break
 				}
-				return Infra(err)
+				return job.Infra(err)
 			}
 			for _, ti := range tasks {
 				if ti.Type != TypeJobRun {
@@ -130,7 +127,7 @@ func (h *ReconcileHandler) ProcessTask(ctx context.Context, _ *asynq.Task) error
 				}
 				done, err := h.reconcile(ctx, ti)
 				if err != nil {
-					return Infra(err)
+					return job.Infra(err)
 				}
 				if done {
 					fixed++
@@ -152,21 +149,21 @@ func (h *ReconcileHandler) ProcessTask(ctx context.Context, _ *asynq.Task) error
 // vanished, so that no reservation is leaked.
 func (h *ReconcileHandler) reconcileQuota(ctx context.Context) error {
 	if err := h.payOwed(ctx); err != nil {
-		return Infra(err)
+		return job.Infra(err)
 	}
 	if h.Quota == nil {
 		return nil
 	}
 	ids, err := h.Quota.Stale(ctx, h.StaleAfter)
 	if err != nil {
-		return Infra(err)
+		return job.Infra(err)
 	}
 	settled, released, lost := 0, 0, 0
 	for _, id := range ids {
 		if claudeq.IsBatchID(id) {
 			if h.Batches != nil {
 				if err := h.Batches.ReconcileReservation(ctx, id); err != nil {
-					return Infra(err)
+					return job.Infra(err)
 				}
 			}
 			continue
@@ -185,19 +182,19 @@ func (h *ReconcileHandler) reconcileQuota(ctx context.Context) error {
 			case serr == nil && !st.Status.Terminal():
 				failed, ferr := h.failLost(ctx, st)
 				if ferr != nil {
-					return Infra(ferr)
+					return job.Infra(ferr)
 				}
 				if !failed {
 					continue // still queued or running (a long backlog)
 				}
 				lost++ // its job is failed now; its reservation is closed below
 			case serr != nil && claudeq.ErrorKind(serr) != claudeq.KindNotFound:
-				return Infra(serr)
+				return job.Infra(serr)
 			}
 			e, lerr := h.billed(ctx, id)
 			switch {
 			case lerr != nil:
-				return Infra(lerr)
+				return job.Infra(lerr)
 			case e != nil:
 				err = h.Quota.Settle(ctx, id, quotaMicros(e.CostMicros))
 				settled++
@@ -207,7 +204,7 @@ func (h *ReconcileHandler) reconcileQuota(ctx context.Context) error {
 			}
 		}
 		if err != nil {
-			return Infra(err)
+			return job.Infra(err)
 		}
 	}
 	if settled+released+lost > 0 {
@@ -216,14 +213,9 @@ func (h *ReconcileHandler) reconcileQuota(ctx context.Context) error {
 	return nil
 }
 
-// ErrQueueLost is the error of a job whose task vanished from the queue
-// while its state still said queued: Redis lost writes it had
-// acknowledged (killed or restarted without a durable append-only file).
-const ErrQueueLost = "queue_lost"
-
 // failLost fails the job of a stale reservation when the queue no longer
 // holds its task, so that neither the job nor its reservation waits
-// forever. Only the Redis state is failed (its LastError ErrQueueLost,
+// forever. Only the Redis state is failed (its LastError job.ErrQueueLost,
 // which the API shows for the state's 24 h), and only if it did not move
 // (FailLost): a worker that starts the job after that does not run it.
 // The caller then closes the reservation as for any job that is gone:
@@ -249,7 +241,7 @@ func (h *ReconcileHandler) failLost(ctx context.Context, st *queue.State) (bool,
 	if err != nil || has {
 		return false, err
 	}
-	ok, err := h.Queue.FailLost(ctx, st, h.Now().UTC(), 24*time.Hour, ErrQueueLost)
+	ok, err := h.Queue.FailLost(ctx, st, h.Now().UTC(), 24*time.Hour, job.ErrQueueLost)
 	if err != nil || !ok {
 		return false, err
 	}
@@ -272,7 +264,7 @@ func (h *ReconcileHandler) billed(ctx context.Context, id string) (*store.Ledger
 }
 
 func (h *ReconcileHandler) reconcile(ctx context.Context, ti *asynq.TaskInfo) (bool, error) {
-	var p JobPayload
+	var p job.Payload
 	if err := json.Unmarshal(ti.Payload, &p); err != nil || p.ID == "" {
 		return false, nil
 	}
@@ -308,7 +300,7 @@ func (h *ReconcileHandler) reconcile(ctx context.Context, ti *asynq.TaskInfo) (b
 		Model: req.Model, SessionID: p.SessionID, Metadata: p.Metadata, RequestHash: p.RequestHash,
 		Attempts: ti.Retried + 1, CreatedAt: p.CreatedAt.UTC(), FinishedAt: &now, BatchID: p.BatchID, CustomID: p.CustomID,
 		WebhookURL: p.WebhookURL,
-		Error:      &claudeq.JobError{Type: ErrWorkerLost, Message: msg + "last error: " + ti.LastErr},
+		Error:      &claudeq.JobError{Type: job.ErrWorkerLost, Message: msg + "last error: " + ti.LastErr},
 	}
 	if billed != nil {
 		j.CostMicros, j.Usage = billed.CostMicros, &billed.Usage

@@ -138,7 +138,7 @@ func (e infraError) Unwrap() error { return e.err }
 // stores, made before any attempt. Combine it into asynq's IsFailure so
 // that an outage does not use up a delivery's retries:
 //
-//	IsFailure: func(err error) bool { return task.IsFailure(err) && !webhook.IsInfra(err) }
+//	IsFailure: func(err error) bool { return job.IsFailure(err) && !webhook.IsInfra(err) }
 func IsInfra(err error) bool {
 	var ie infraError
 	return errors.As(err, &ie)
