@@ -133,7 +133,15 @@ func keys(m map[int]int) []int {
 // job per key, none lost, none doubled.
 func TestKillAPI(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, clusterOptions{Sim: simOptions{Latency: 100 * time.Millisecond, Jitter: 200 * time.Millisecond}})
+	// A submit the kill cut between the job's state and its task leaves a
+	// queued state without a task, which the client's retry with the
+	// same Idempotency-Key heals; the reconciler fails such a state as
+	// queue_lost once its reservation is CLAUDEQ_QUOTA_RECONCILE_AFTER old.
+	// In production that is 2 h; here it must outlast the clients' retries
+	// (2 min), or on a loaded machine a slow retry can find the job failed
+	// before it heals it.
+	c := newCluster(t, clusterOptions{Sim: simOptions{Latency: 100 * time.Millisecond, Jitter: 200 * time.Millisecond},
+		Env: map[string]string{"CLAUDEQ_QUOTA_RECONCILE_AFTER": "3m"}})
 	api := c.startAPI()
 	c.startScheduler()
 	c.startWorker(20)

@@ -62,12 +62,13 @@ func reruns(jobs map[string]*claudeq.Job, at time.Time) []time.Duration {
 func secs(d time.Duration) float64 { return d.Seconds() }
 
 // Scenario 1: kill -9 one of two workers while it has many jobs in flight
-// (handlers taking 1–3 s), restart it 5 s later. Nothing is lost or billed
+// (handlers taking 4–8 s, long enough for the workers to fill up on a
+// loaded machine before the first jobs end), restart it 5 s later. Nothing is lost or billed
 // twice; the killed worker's jobs come back when their asynq lease has
 // expired.
 func TestKillOneWorker(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, clusterOptions{Sim: simOptions{Latency: time.Second, Jitter: 2 * time.Second}})
+	c := newCluster(t, clusterOptions{Sim: simOptions{Latency: 4 * time.Second, Jitter: 4 * time.Second}})
 	c.startAPI()
 	c.startScheduler()
 	conc := scaled(50, 500)
@@ -111,7 +112,7 @@ func TestKillOneWorker(t *testing.T) {
 // everything completes, nothing is billed twice.
 func TestKillAllWorkers(t *testing.T) {
 	t.Parallel()
-	c := newCluster(t, clusterOptions{Webhooks: true, Sim: simOptions{Latency: time.Second, Jitter: 2 * time.Second}})
+	c := newCluster(t, clusterOptions{Webhooks: true, Sim: simOptions{Latency: 4 * time.Second, Jitter: 4 * time.Second}})
 	c.startAPI()
 	c.startScheduler()
 	conc := scaled(30, 250)
