@@ -19,6 +19,7 @@ import (
 
 	"github.com/claudeq/claudeq/internal/cache"
 	"github.com/claudeq/claudeq/internal/claudeq"
+	"github.com/claudeq/claudeq/internal/job"
 	"github.com/claudeq/claudeq/internal/metrics"
 	"github.com/claudeq/claudeq/internal/pricing"
 	"github.com/claudeq/claudeq/internal/quota"
@@ -400,7 +401,7 @@ func (s *Server) messages(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		if err := s.quota().Reserve(ctx, quota.Reservation{JobID: id, UserID: p.UserID, Department: p.Department, Amount: quota.Micros(cost)}); err != nil {
+		if err := s.quota().Reserve(ctx, job.Reservation(id, p.UserID, p.Department, cost)); err != nil {
 			if claudeq.ErrorKind(err) == claudeq.KindUnavailable {
 				s.failed(c, call, err) // the reservation may have been made: release it
 			}
@@ -512,14 +513,8 @@ func (s *Server) afterward(c echo.Context, call v1Call, reply *upstream.Reply, u
 		if s.quota() != nil {
 			day = s.quota().Day(reservedAt)
 		}
-		entry = &store.LedgerEntry{ID: id, JobID: id, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID,
-			Model: model, Usage: u, CostMicros: cost, Day: day, At: s.now().UTC(), Interactive: true}
-		if priced.Model != "" && (priced.Fallback || priced.Model != model) {
-			entry.PricedAs = priced.Model
-		}
-		if priced.Fallback {
-			entry.PricedBy = pricing.ByFallback
-		}
+		entry = job.Entry(job.Bill{ID: id, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID, Model: model,
+			Usage: u, Cost: pricing.Micros(cost), Priced: priced, Day: day, At: s.now(), Interactive: true})
 	}
 	var raw []byte
 	if cacheKey != "" && callErr == nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/claudeq/claudeq/internal/claudeq"
+	"github.com/claudeq/claudeq/internal/job"
 	"github.com/claudeq/claudeq/internal/metrics"
 	"github.com/claudeq/claudeq/internal/pricing"
 	"github.com/claudeq/claudeq/internal/quota"
@@ -97,7 +98,7 @@ func (s *Server) reserve(ctx context.Context, p claudeq.Principal, id string, am
 	if s.money.Quota == nil {
 		return nil
 	}
-	return s.money.Quota.Reserve(ctx, quota.Reservation{JobID: id, UserID: p.UserID, Department: p.Department, Amount: quota.Micros(amount)})
+	return s.money.Quota.Reserve(ctx, job.Reservation(id, p.UserID, p.Department, amount))
 }
 
 // countRefusal counts err in claudeq_quota_refusals_total by the budget

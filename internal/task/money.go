@@ -34,7 +34,7 @@ func (h *JobHandler) reserveDeferred(ctx context.Context, p *job.Payload) error 
 	if !p.Deferred || !ok {
 		return nil
 	}
-	err := r.Reserve(ctx, quota.Reservation{JobID: p.ID, UserID: p.UserID, Department: p.Department, Amount: quota.Micros(p.EstimateMicros)})
+	err := r.Reserve(ctx, job.Reservation(p.ID, p.UserID, p.Department, pricing.Micros(p.EstimateMicros)))
 	if err == nil {
 		return nil
 	}
@@ -78,15 +78,8 @@ func (h *JobHandler) bill(ctx context.Context, p *job.Payload, j *claudeq.Job, r
 			day = h.Quota.Day(p.CreatedAt)
 		}
 	}
-	e := &store.LedgerEntry{ID: p.ID, JobID: p.ID, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID,
-		Model: j.Model, Usage: *j.Usage, CostMicros: int64(cost), Day: day, At: *j.FinishedAt, Batch: batch}
-	if priced.Fallback || priced.Model != j.Model {
-		e.PricedAs = priced.Model
-	}
-	if priced.Fallback {
-		e.PricedBy = pricing.ByFallback
-	}
-	return e, nil
+	return job.Entry(job.Bill{ID: p.ID, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID, Model: j.Model,
+		Usage: *j.Usage, Cost: cost, Priced: priced, Day: day, At: *j.FinishedAt, Batch: batch}), nil
 }
 
 // reservationOf names the reservation job p is billed against: its own,
