@@ -330,7 +330,7 @@ type compose struct {
 		Healthcheck struct {
 			Test []string `yaml:"test"`
 		} `yaml:"healthcheck"`
-		Profiles  []string
+		Profiles []string
 	} `yaml:"services"`
 }
 
