@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/claudeq/claudeq/internal/claudeq"
 	"os"
 	"text/tabwriter"
 	"time"
@@ -43,8 +44,8 @@ func openQuota(getenv func(string) string) (*quota.Quota, func(), error) {
 	}
 	rdb := redis.NewClient(opt)
 	q, err := quota.New(rdb, quota.Options{
-		UserDaily: quota.Micros(cfg.QuotaUserDaily), DepartmentDaily: quota.Micros(cfg.QuotaDepartmentDaily),
-		TotalDaily: quota.Micros(cfg.QuotaTotalDaily), TotalMonthly: quota.Micros(cfg.QuotaTotalMonthly), Location: cfg.Timezone,
+		UserDaily: claudeq.Micros(cfg.QuotaUserDaily), DepartmentDaily: claudeq.Micros(cfg.QuotaDepartmentDaily),
+		TotalDaily: claudeq.Micros(cfg.QuotaTotalDaily), TotalMonthly: claudeq.Micros(cfg.QuotaTotalMonthly), Location: cfg.Timezone,
 	})
 	if err != nil {
 		_ = rdb.Close()
@@ -76,7 +77,7 @@ func quotaCmd(getenv func(string) string) *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("--daily-usd: %w", err)
 				}
-				if err := q.SetLimit(c.Context(), scope, args[1], quota.Micros(m)); err != nil {
+				if err := q.SetLimit(c.Context(), scope, args[1], claudeq.Micros(m)); err != nil {
 					return err
 				}
 			}
@@ -88,7 +89,7 @@ func quotaCmd(getenv func(string) string) *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("--monthly-usd: %w", err)
 				}
-				if err := q.SetMonthlyLimit(c.Context(), quota.Micros(m)); err != nil {
+				if err := q.SetMonthlyLimit(c.Context(), claudeq.Micros(m)); err != nil {
 					return err
 				}
 			}
@@ -96,9 +97,9 @@ func quotaCmd(getenv func(string) string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(c.OutOrStdout(), "%s %s: daily %s", scope, args[1], pricing.Micros(l.Daily))
+			fmt.Fprintf(c.OutOrStdout(), "%s %s: daily %s", scope, args[1], claudeq.Micros(l.Daily))
 			if scope == quota.ScopeTotal {
-				fmt.Fprintf(c.OutOrStdout(), ", monthly %s", pricing.Micros(l.Monthly))
+				fmt.Fprintf(c.OutOrStdout(), ", monthly %s", claudeq.Micros(l.Monthly))
 			}
 			fmt.Fprintln(c.OutOrStdout(), " (0 = unlimited)")
 			return nil
@@ -125,12 +126,12 @@ func quotaCmd(getenv func(string) string) *cobra.Command {
 			w := tabwriter.NewWriter(c.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "SCOPE\tPERIOD\tID\tLIMIT\tSPENT\tRESERVED\tLEFT\tRESETS")
 			for _, s := range st {
-				limit, left := pricing.Micros(s.Limit).String(), pricing.Micros(s.Left).String()
+				limit, left := claudeq.Micros(s.Limit).String(), claudeq.Micros(s.Left).String()
 				if s.Unlimited {
 					limit, left = "unlimited", "-"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Scope, s.Period, s.ID, limit, pricing.Micros(s.Spent),
-					pricing.Micros(s.Reserved), left, s.ResetsAt.Format(time.RFC3339))
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Scope, s.Period, s.ID, limit, claudeq.Micros(s.Spent),
+					claudeq.Micros(s.Reserved), left, s.ResetsAt.Format(time.RFC3339))
 			}
 			return w.Flush()
 		},
@@ -166,13 +167,13 @@ func quotaCmd(getenv func(string) string) *cobra.Command {
 			entries := make([]quota.SpentEntry, 0, len(spent))
 			var total int64
 			for _, u := range spent {
-				entries = append(entries, quota.SpentEntry{UserID: u.UserID, Department: u.Department, Spent: quota.Micros(u.CostMicros)})
+				entries = append(entries, quota.SpentEntry{UserID: u.UserID, Department: u.Department, Spent: claudeq.Micros(u.CostMicros)})
 				total += u.CostMicros
 			}
 			if err := q.Rebuild(ctx, day, entries); err != nil {
 				return err
 			}
-			fmt.Fprintf(c.OutOrStdout(), "rebuilt %s from the ledger: %d users, %s spent\n", day, len(entries), pricing.Micros(total))
+			fmt.Fprintf(c.OutOrStdout(), "rebuilt %s from the ledger: %d users, %s spent\n", day, len(entries), claudeq.Micros(total))
 			return nil
 		},
 	}

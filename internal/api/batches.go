@@ -133,7 +133,7 @@ type batchItem struct {
 	customID string
 	body     []byte // canonical Messages API body
 	model    string
-	cost     pricing.Micros
+	cost     claudeq.Micros
 	err      *claudeq.JobError
 }
 
@@ -235,7 +235,7 @@ func (h *batchAPI) create(c echo.Context) error {
 		CreatedAt: now, ExpiresAt: now.Add(o.Expiry)}
 	var pending []batch.Item
 	var invalid []*claudeq.Job
-	var total pricing.Micros
+	var total claudeq.Micros
 	for _, it := range items {
 		if it.err != nil {
 			invalid = append(invalid, &claudeq.Job{ID: claudeq.BatchItemID(b.ID, it.customID), Kind: claudeq.JobBatch,
@@ -267,7 +267,7 @@ func (h *batchAPI) create(c echo.Context) error {
 			c.Response().Header().Set("x-should-retry", "false")
 			return &claudeq.Error{Kind: claudeq.KindQuotaExceeded, Op: "api.createBatch", Err: err, RetryAfter: claudeq.RetryAfter(err),
 				Msg: fmt.Sprintf("batch refused: its %d requests may cost up to %s together (every max_tokens produced, at the batch price), more than is left: %s",
-					len(pending), quota.Micros(total), claudeq.ErrorMessage(err))}
+					len(pending), claudeq.Micros(total), claudeq.ErrorMessage(err))}
 		}
 		return err
 	}

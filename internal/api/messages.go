@@ -514,7 +514,7 @@ func (s *Server) afterward(c echo.Context, call v1Call, reply *upstream.Reply, u
 			day = s.quota().Day(reservedAt)
 		}
 		entry = job.Entry(job.Bill{ID: id, UserID: p.UserID, Department: p.Department, KeyID: p.KeyID, Model: model,
-			Usage: u, Cost: pricing.Micros(cost), Priced: priced, Day: day, At: s.now(), Interactive: true})
+			Usage: u, Cost: claudeq.Micros(cost), Priced: priced, Day: day, At: s.now(), Interactive: true})
 	}
 	var raw []byte
 	if cacheKey != "" && callErr == nil {
@@ -532,13 +532,13 @@ func (s *Server) afterward(c echo.Context, call v1Call, reply *upstream.Reply, u
 		if q := s.quota(); q != nil {
 			logErr := func(err error) {
 				if err != nil {
-					s.oweSettle(id, quota.Micros(cost))
+					s.oweSettle(id, claudeq.Micros(cost))
 				}
 			}
 			if b := s.ia.Background; b != nil {
-				q.SettleIn(b, id, quota.Micros(cost), logErr)
+				q.SettleIn(b, id, claudeq.Micros(cost), logErr)
 			} else {
-				logErr(q.Settle(ctx, id, quota.Micros(cost)))
+				logErr(q.Settle(ctx, id, claudeq.Micros(cost)))
 			}
 		}
 		if raw != nil {

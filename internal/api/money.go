@@ -82,7 +82,7 @@ func nearestServed(cat *claudeq.Catalog, want, keyTier string) (claudeq.Model, s
 
 // estimate is the worst-case cost of a request: its input by a documented
 // heuristic (pricing.EstimateInputTokens) and max_tokens of output.
-func (s *Server) estimate(spec jobSpec, body []byte, now time.Time) (int64, pricing.Micros, pricing.Priced, error) {
+func (s *Server) estimate(spec jobSpec, body []byte, now time.Time) (int64, claudeq.Micros, pricing.Priced, error) {
 	in := pricing.EstimateInputTokens(body)
 	if s.money.Pricing == nil {
 		return in, 0, pricing.Priced{}, nil
@@ -94,7 +94,7 @@ func (s *Server) estimate(spec jobSpec, body []byte, now time.Time) (int64, pric
 // reserve books the worst-case cost of job id against every budget of the
 // caller, atomically; a refusal says which budget, its limit, what is left
 // and when it resets.
-func (s *Server) reserve(ctx context.Context, p claudeq.Principal, id string, amount pricing.Micros) error {
+func (s *Server) reserve(ctx context.Context, p claudeq.Principal, id string, amount claudeq.Micros) error {
 	if s.money.Quota == nil {
 		return nil
 	}
@@ -288,7 +288,7 @@ func parseScope(c echo.Context) (quota.Scope, string, error) {
 
 // usdValue accepts a JSON number or string of US dollars: at most 6
 // decimal places (budgets are kept in micro-dollars).
-func usdValue(field string, v *string) (quota.Micros, error) {
+func usdValue(field string, v *string) (claudeq.Micros, error) {
 	s := strings.TrimSpace(strings.Trim(*v, `"`))
 	m, err := pricing.ParseUSD(s)
 	if err != nil || m < 0 {
@@ -297,7 +297,7 @@ func usdValue(field string, v *string) (quota.Micros, error) {
 		}
 		return 0, claudeq.Errorf(claudeq.KindInvalidRequest, "%s: an amount of US dollars ≥ 0 with at most 6 decimal places (0 = unlimited)", field)
 	}
-	return quota.Micros(m), nil
+	return claudeq.Micros(m), nil
 }
 
 func (s *Server) putLimit(c echo.Context) error {

@@ -3,12 +3,12 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"github.com/claudeq/claudeq/internal/claudeq"
 	"maps"
 	"slices"
 	"sync"
 	"time"
 
-	"github.com/claudeq/claudeq/internal/quota"
 	"github.com/claudeq/claudeq/internal/store"
 )
 
@@ -24,7 +24,7 @@ import (
 type owed struct {
 	mu     sync.Mutex
 	ledger map[string]*owedEntry
-	settle map[string]quota.Micros
+	settle map[string]claudeq.Micros
 }
 
 type owedEntry struct {
@@ -67,10 +67,10 @@ func (s *Server) box(ctx context.Context, e *store.LedgerEntry) bool {
 }
 
 // oweSettle keeps a settlement Redis did not take.
-func (s *Server) oweSettle(id string, cost quota.Micros) {
+func (s *Server) oweSettle(id string, cost claudeq.Micros) {
 	s.owed.mu.Lock()
 	if s.owed.settle == nil {
-		s.owed.settle = map[string]quota.Micros{}
+		s.owed.settle = map[string]claudeq.Micros{}
 	}
 	s.owed.settle[id] = cost
 	s.owed.mu.Unlock()

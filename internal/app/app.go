@@ -160,7 +160,7 @@ func Start(ctx context.Context, cfg config.Config, o Options) (_ *App, err error
 
 	nodes := cfg.Nodes
 	if len(nodes) == 0 {
-		nodes = []upstream.NodeConfig{{Name: "default", URL: cfg.UpstreamURL, APIKey: upstream.Secret(cfg.UpstreamAPIKey.Reveal()), Weight: 1}}
+		nodes = []upstream.NodeConfig{{Name: "default", URL: cfg.UpstreamURL, APIKey: claudeq.Secret(cfg.UpstreamAPIKey.Reveal()), Weight: 1}}
 	}
 	a.Fleet, err = upstream.NewFleet(nodes, upstream.FleetOptions{
 		Strategy: cfg.Balancer, Redis: a.rdb, HTTPClient: upstream.DefaultHTTPClient(), Timeout: cfg.UpstreamTimeout,

@@ -93,7 +93,7 @@ func TestDevModeTakesTheGivenKey(t *testing.T) {
 }
 
 // claudeCodeBetas is the anthropic-beta header of Claude Code 2.1's first
-// request (captured through a logging proxy; ../shared/REFERENCE.md).
+// request (captured through a logging proxy).
 const claudeCodeBetas = "claude-code-20250219,context-1m-2025-08-07,interleaved-thinking-2025-05-14,thinking-token-count-2026-05-13," +
 	"context-management-2025-06-27,prompt-caching-scope-2026-01-05,mid-conversation-system-2026-04-07,effort-2025-11-24"
 

@@ -2,6 +2,7 @@ package app
 
 import (
 	"fmt"
+	"github.com/claudeq/claudeq/internal/claudeq"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -25,8 +26,8 @@ func newMoney(cfg config.Config, rdb redis.UniversalClient, now func() time.Time
 	}
 
 	q, err := quota.New(rdb, quota.Options{
-		UserDaily: quota.Micros(cfg.QuotaUserDaily), DepartmentDaily: quota.Micros(cfg.QuotaDepartmentDaily),
-		TotalDaily: quota.Micros(cfg.QuotaTotalDaily), TotalMonthly: quota.Micros(cfg.QuotaTotalMonthly),
+		UserDaily: claudeq.Micros(cfg.QuotaUserDaily), DepartmentDaily: claudeq.Micros(cfg.QuotaDepartmentDaily),
+		TotalDaily: claudeq.Micros(cfg.QuotaTotalDaily), TotalMonthly: claudeq.Micros(cfg.QuotaTotalMonthly),
 		Location: cfg.Timezone, Now: now, DoneTTL: max(48*time.Hour, cfg.IdempotencyTTL),
 	})
 	if err != nil {

@@ -132,7 +132,7 @@ func gatewayOff(ctx context.Context) error {
 	rdb := redis.NewClient(ropt)
 	defer rdb.Close()
 	fleet, err := upstream.NewFleet([]upstream.NodeConfig{{Name: "default", URL: os.Getenv("CLAUDEQ_UPSTREAM_URL"),
-		APIKey: upstream.Secret("sim-key"), Weight: 1}},
+		APIKey: claudeq.Secret("sim-key"), Weight: 1}},
 		upstream.FleetOptions{Redis: rdb, HTTPClient: upstream.DefaultHTTPClient(), Timeout: 5 * time.Minute})
 	if err != nil {
 		return err

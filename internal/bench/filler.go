@@ -99,7 +99,7 @@ func (f *DirectFiller) Submit(ctx context.Context, i int64) error {
 	}
 	p.CreatedAt = time.Now().UTC().Truncate(time.Millisecond)
 	if q := f.a.Money.Quota; q != nil {
-		if err := q.Reserve(ctx, quota.Reservation{JobID: p.ID, UserID: p.UserID, Department: p.Department, Amount: quota.Micros(p.EstimateMicros)}); err != nil {
+		if err := q.Reserve(ctx, quota.Reservation{JobID: p.ID, UserID: p.UserID, Department: p.Department, Amount: claudeq.Micros(p.EstimateMicros)}); err != nil {
 			return err
 		}
 	}

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/claudeq/claudeq/internal/claudeq"
 
 	"github.com/redis/go-redis/v9"
 
@@ -15,7 +16,7 @@ import (
 type MoneyResult struct {
 	Clients        int
 	Users, Depts   int
-	Amount, Actual quota.Micros
+	Amount, Actual claudeq.Micros
 	Subject, Floor []LoadStats
 }
 
@@ -43,8 +44,8 @@ func RunMoney(ctx context.Context, e *Env, o *Options) (*MoneyResult, error) {
 	opt.PoolSize = max(64, cfg.WorkerConcurrency+16)
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
-	q, err := quota.New(rdb, quota.Options{UserDaily: quota.Micros(cfg.QuotaUserDaily), DepartmentDaily: quota.Micros(cfg.QuotaDepartmentDaily),
-		TotalDaily: quota.Micros(cfg.QuotaTotalDaily), TotalMonthly: quota.Micros(cfg.QuotaTotalMonthly), Location: cfg.Timezone})
+	q, err := quota.New(rdb, quota.Options{UserDaily: claudeq.Micros(cfg.QuotaUserDaily), DepartmentDaily: claudeq.Micros(cfg.QuotaDepartmentDaily),
+		TotalDaily: claudeq.Micros(cfg.QuotaTotalDaily), TotalMonthly: claudeq.Micros(cfg.QuotaTotalMonthly), Location: cfg.Timezone})
 	if err != nil {
 		return nil, err
 	}

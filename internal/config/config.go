@@ -19,25 +19,6 @@ import (
 	"github.com/claudeq/claudeq/internal/webhook"
 )
 
-// Secret is a string that never prints: String, GoString, LogValue and
-// MarshalJSON all give "REDACTED".
-type Secret string
-
-// String implements fmt.Stringer.
-func (Secret) String() string { return "REDACTED" }
-
-// GoString implements fmt.GoStringer, so %#v redacts too.
-func (Secret) GoString() string { return `"REDACTED"` }
-
-// LogValue implements slog.LogValuer.
-func (Secret) LogValue() slog.Value { return slog.StringValue("REDACTED") }
-
-// MarshalJSON implements json.Marshaler.
-func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"REDACTED"`), nil }
-
-// Reveal returns the secret's value, for the one place that needs it.
-func (s Secret) Reveal() string { return string(s) }
-
 // Config is the whole configuration. Each field names its environment
 // variable and default; Load fills the defaults.
 type Config struct {
@@ -46,13 +27,13 @@ type Config struct {
 	// RedisURL is the queue Redis (asynq, job state, quotas).
 	// CLAUDEQ_REDIS_URL, required by api, worker and scheduler; claudeq dev
 	// embeds one when empty.
-	RedisURL Secret
+	RedisURL claudeq.Secret
 	// CacheRedisURL is the response-cache Redis. CLAUDEQ_CACHE_REDIS_URL,
 	// default the queue Redis.
-	CacheRedisURL Secret
+	CacheRedisURL claudeq.Secret
 	// MongoURI is the MongoDB (or MongoDB-wire) server. CLAUDEQ_MONGO_URI,
 	// required by api, worker and scheduler; claudeq dev embeds one when empty.
-	MongoURI Secret
+	MongoURI claudeq.Secret
 	// MongoDatabase is the database name. CLAUDEQ_MONGO_DATABASE, default claudeq.
 	MongoDatabase string
 	// UpstreamURL is the Claude API base URL. CLAUDEQ_UPSTREAM_URL, default
@@ -60,7 +41,7 @@ type Config struct {
 	UpstreamURL string
 	// UpstreamAPIKey is the Claude API key. CLAUDEQ_UPSTREAM_API_KEY; empty
 	// in claudeq dev means "use the built-in simulator".
-	UpstreamAPIKey Secret
+	UpstreamAPIKey claudeq.Secret
 	// NodesFile names a YAML file of upstream nodes (nodes: [{name, url,
 	// api_key, weight, models, rpm, tpm}]); api_key may be ${ENV_VAR}.
 	// CLAUDEQ_NODES_FILE; empty means one node from CLAUDEQ_UPSTREAM_URL
@@ -91,7 +72,7 @@ type Config struct {
 	DataDir string
 	// DevAPIKey is the key claudeq dev prints and accepts, any form.
 	// CLAUDEQ_DEV_API_KEY; empty means generate one and keep it in DataDir.
-	DevAPIKey Secret
+	DevAPIKey claudeq.Secret
 	// CacheTTL is how long a response stays cached. CLAUDEQ_CACHE_TTL,
 	// default 1h; 0 disables the cache.
 	CacheTTL time.Duration
@@ -298,14 +279,14 @@ func Load(getenv func(string) string) (Config, error) {
 	l := &loader{getenv: getenv}
 	c := Config{
 		HTTPAddr:                 l.str("CLAUDEQ_HTTP_ADDR", "127.0.0.1:8080"),
-		RedisURL:                 Secret(l.url("CLAUDEQ_REDIS_URL", "", "redis", "rediss", "unix")),
-		MongoURI:                 Secret(l.url("CLAUDEQ_MONGO_URI", "", "mongodb", "mongodb+srv")),
+		RedisURL:                 claudeq.Secret(l.url("CLAUDEQ_REDIS_URL", "", "redis", "rediss", "unix")),
+		MongoURI:                 claudeq.Secret(l.url("CLAUDEQ_MONGO_URI", "", "mongodb", "mongodb+srv")),
 		MongoDatabase:            l.str("CLAUDEQ_MONGO_DATABASE", "claudeq"),
 		UpstreamURL:              l.url("CLAUDEQ_UPSTREAM_URL", "https://api.anthropic.com", "https", "http"),
-		UpstreamAPIKey:           Secret(l.str("CLAUDEQ_UPSTREAM_API_KEY", "")),
+		UpstreamAPIKey:           claudeq.Secret(l.str("CLAUDEQ_UPSTREAM_API_KEY", "")),
 		UpstreamTimeout:          l.dur("CLAUDEQ_UPSTREAM_TIMEOUT", 5*time.Minute),
 		DataDir:                  l.str("CLAUDEQ_DATA_DIR", ".claudeq"),
-		DevAPIKey:                Secret(l.str("CLAUDEQ_DEV_API_KEY", "")),
+		DevAPIKey:                claudeq.Secret(l.str("CLAUDEQ_DEV_API_KEY", "")),
 		CacheTTL:                 l.dur("CLAUDEQ_CACHE_TTL", time.Hour),
 		MaxBodyBytes:             l.int("CLAUDEQ_MAX_BODY_BYTES", 1<<20, 1024),
 		WorkerConcurrency:        int(l.int("CLAUDEQ_WORKER_CONCURRENCY", 100, 1)),
@@ -418,7 +399,7 @@ func Load(getenv func(string) string) (Config, error) {
 			c.WebhookSchedule = sch
 		}
 	}
-	c.CacheRedisURL = Secret(l.url("CLAUDEQ_CACHE_REDIS_URL", string(c.RedisURL), "redis", "rediss", "unix"))
+	c.CacheRedisURL = claudeq.Secret(l.url("CLAUDEQ_CACHE_REDIS_URL", string(c.RedisURL), "redis", "rediss", "unix"))
 	if err := c.LogLevel.UnmarshalText([]byte(l.str("CLAUDEQ_LOG_LEVEL", "info"))); err != nil {
 		l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_LOG_LEVEL: want debug, info, warn or error"))
 	}

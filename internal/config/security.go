@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/claudeq/claudeq/internal/claudeq"
 	"net/netip"
 	"strings"
 	"time"
@@ -88,7 +89,7 @@ type Security struct {
 	// key encrypting, all decrypting. Default none: stored in plaintext
 	// (claudeq dev generates a key in CLAUDEQ_DATA_DIR instead). Every
 	// process (api, worker, scheduler, CLI) needs the same ring.
-	EncryptionKeys Secret
+	EncryptionKeys claudeq.Secret
 	// EncryptionRequired makes api, worker and scheduler refuse to start
 	// without EncryptionKeys. CLAUDEQ_ENCRYPTION_REQUIRED, default false.
 	EncryptionRequired bool
@@ -117,7 +118,7 @@ type Security struct {
 	// MongoDB cannot forge a consistent chain. CLAUDEQ_AUDIT_HMAC_KEY,
 	// default none (plain SHA-256). Every process and the CLI need the same
 	// key.
-	AuditHMACKey Secret
+	AuditHMACKey claudeq.Secret
 	// AuditAnchorInterval is how often the scheduler verifies the records
 	// since the last anchor and stores a new one.
 	// CLAUDEQ_AUDIT_ANCHOR_INTERVAL, default 5m.
@@ -243,7 +244,7 @@ func (l *loader) security() Security {
 		l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_POLICY_DETECT: %w", err))
 	}
 
-	s.EncryptionKeys = Secret(l.str("CLAUDEQ_ENCRYPTION_KEYS", ""))
+	s.EncryptionKeys = claudeq.Secret(l.str("CLAUDEQ_ENCRYPTION_KEYS", ""))
 	if s.EncryptionKeys != "" {
 		if _, err := crypt.ParseKeys(s.EncryptionKeys.Reveal()); err != nil {
 			l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_ENCRYPTION_KEYS: %w", err))
@@ -256,7 +257,7 @@ func (l *loader) security() Security {
 	s.AuditBlockTimeout = l.dur("CLAUDEQ_AUDIT_BLOCK_TIMEOUT", 20*time.Millisecond)
 	s.AuditFlushInterval = l.dur("CLAUDEQ_AUDIT_FLUSH_INTERVAL", 50*time.Millisecond)
 	s.AuditLog = l.bool("CLAUDEQ_AUDIT_LOG", true)
-	s.AuditHMACKey = Secret(l.str("CLAUDEQ_AUDIT_HMAC_KEY", ""))
+	s.AuditHMACKey = claudeq.Secret(l.str("CLAUDEQ_AUDIT_HMAC_KEY", ""))
 	if _, err := s.auditHMACKey(); err != nil {
 		l.errs = append(l.errs, fmt.Errorf("CLAUDEQ_AUDIT_HMAC_KEY: %w", err))
 	}

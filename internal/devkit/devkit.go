@@ -94,7 +94,7 @@ func RunDev(ctx context.Context, getenv func(string) string, stdout, stderr io.W
 				log.Error("saving the embedded redis snapshot failed", "err", err)
 			}
 		})
-		cfg.RedisURL = config.Secret(r.URL())
+		cfg.RedisURL = claudeq.Secret(r.URL())
 		if cfg.CacheRedisURL == "" {
 			cfg.CacheRedisURL = cfg.RedisURL
 		}
@@ -105,7 +105,7 @@ func RunDev(ctx context.Context, getenv func(string) string, stdout, stderr io.W
 			return fmt.Errorf("embedded mongodb: %w", err)
 		}
 		cleanup = append(cleanup, stop)
-		cfg.MongoURI = config.Secret(uri)
+		cfg.MongoURI = claudeq.Secret(uri)
 	}
 	upstreamNote := "upstream: " + cfg.UpstreamURL
 	if len(cfg.Nodes) > 0 {
@@ -209,7 +209,7 @@ func devSecurity(cfg *config.Config) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("encryption key: %w", err)
 	}
-	cfg.EncryptionKeys = config.Secret(spec)
+	cfg.EncryptionKeys = claudeq.Secret(spec)
 	path := filepath.Join(cfg.DataDir, crypt.DevKeyFile)
 	if created {
 		return "encryption at rest: generated a key in " + path + " (keep it: without it the stored results cannot be read)", nil

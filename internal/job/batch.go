@@ -14,7 +14,6 @@ import (
 	"github.com/claudeq/claudeq/internal/batch"
 	"github.com/claudeq/claudeq/internal/claudeq"
 	"github.com/claudeq/claudeq/internal/queue"
-	"github.com/claudeq/claudeq/internal/quota"
 	"github.com/claudeq/claudeq/internal/webhook"
 )
 
@@ -65,8 +64,8 @@ type BatchStore interface {
 
 // PartQuota closes the parts of a batch's reservation (quota.Quota).
 type PartQuota interface {
-	SettlePart(ctx context.Context, resID, partID string, reserved, actual quota.Micros) error
-	ReleasePart(ctx context.Context, resID, partID string, reserved quota.Micros) error
+	SettlePart(ctx context.Context, resID, partID string, reserved, actual claudeq.Micros) error
+	ReleasePart(ctx context.Context, resID, partID string, reserved claudeq.Micros) error
 	Release(ctx context.Context, jobID string) error
 }
 
@@ -97,9 +96,9 @@ func (b *Batches) ItemEnded(ctx context.Context, p *Payload, j *claudeq.Job) err
 		// Settled when billed: a succeeded item, or a failed one whose
 		// attempt was billed (its worker stopped after the ledger entry).
 		if j.Status == claudeq.StatusSucceeded || j.CostMicros > 0 {
-			err = b.Quota.SettlePart(ctx, p.BatchID, p.ID, quota.Micros(p.EstimateMicros), quota.Micros(j.CostMicros))
+			err = b.Quota.SettlePart(ctx, p.BatchID, p.ID, claudeq.Micros(p.EstimateMicros), claudeq.Micros(j.CostMicros))
 		} else {
-			err = b.Quota.ReleasePart(ctx, p.BatchID, p.ID, quota.Micros(p.EstimateMicros))
+			err = b.Quota.ReleasePart(ctx, p.BatchID, p.ID, claudeq.Micros(p.EstimateMicros))
 		}
 		if err != nil {
 			return Infra(err)

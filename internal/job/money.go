@@ -16,8 +16,8 @@ import (
 // Reservation is the budget reservation of request id (a job id, a batch
 // id, an interactive request's id) of user in dept, for amount: its worst
 // case, reserved at every scope (user, department, gateway) at once.
-func Reservation(id, user, dept string, amount pricing.Micros) quota.Reservation {
-	return quota.Reservation{JobID: id, UserID: user, Department: dept, Amount: quota.Micros(amount)}
+func Reservation(id, user, dept string, amount claudeq.Micros) quota.Reservation {
+	return quota.Reservation{JobID: id, UserID: user, Department: dept, Amount: claudeq.Micros(amount)}
 }
 
 // Bill is what Entry needs to know of a priced call.
@@ -28,7 +28,7 @@ type Bill struct {
 	KeyID      string
 	Model      string // the model that answered
 	Usage      claudeq.Usage
-	Cost       pricing.Micros
+	Cost       claudeq.Micros
 	Priced     pricing.Priced // how Cost was priced (pricing.Table.CostFor)
 	Day        string         // the quota day the reservation was made on
 	At         time.Time

@@ -4,7 +4,8 @@
 //
 // # Metrics
 //
-// The names and labels of the original design are kept:
+// The names and labels dashboards of the first design already query are
+// kept (claude_*, without the q):
 //
 //	claude_requests_total{model,status,user_type}      counter   upstream calls by outcome
 //	claude_response_time_seconds{model}                histogram upstream latency, 0.1 s … 120 s

@@ -2,7 +2,7 @@
 // model, the cost of a finished call and the worst-case estimate of a call
 // before it is made.
 //
-// All money is integer micro-dollars ([Micros]); prices are integer
+// All money is integer micro-dollars ([claudeq.Micros]); prices are integer
 // micro-dollars per million tokens ([Rate]). Floats appear nowhere, not even
 // in the price file: "0.125" is parsed as a decimal, exactly.
 //

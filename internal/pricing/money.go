@@ -3,6 +3,7 @@ package pricing
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/claudeq/claudeq/internal/claudeq"
 	"math"
 	"math/bits"
 	"strconv"
@@ -12,31 +13,15 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Micros is an amount of money in micro-dollars: 1 USD = 1,000,000 Micros.
-type Micros int64
-
-// USD is one dollar in Micros.
-const USD Micros = 1_000_000
-
-// String formats m as dollars with at least two and at most six decimals,
-// e.g. "$1.25", "$0.000125", "-$0.50".
-func (m Micros) String() string {
-	s := decimal(int64(m), 6, 2)
-	if rest, neg := strings.CutPrefix(s, "-"); neg {
-		return "-$" + rest
-	}
-	return "$" + s
-}
-
 // ParseUSD parses a non-negative decimal amount of dollars ("5", "12.50",
-// "0.000001") exactly into Micros; at most six decimals. For budgets read
+// "0.000001") exactly into claudeq.Micros; at most six decimals. For budgets read
 // from configuration.
-func ParseUSD(s string) (Micros, error) {
+func ParseUSD(s string) (claudeq.Micros, error) {
 	v, err := parseDecimal(s, 6)
 	if err != nil {
 		return 0, fmt.Errorf("amount %q: %w", s, err)
 	}
-	return Micros(v), nil
+	return claudeq.Micros(v), nil
 }
 
 // Rate is a price in micro-dollars per million tokens: "$3 / MTok" is
@@ -151,7 +136,7 @@ func (d Date) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
 // classCost is ceil(tokens × rate × (100 − discountPct) / (100 × 10⁶)) in
 // 128-bit arithmetic, saturating at MaxInt64 (unreachable with real
 // numbers: it would take 10¹³ dollars).
-func classCost(tokens int64, rate Rate, discountPct int64) Micros {
+func classCost(tokens int64, rate Rate, discountPct int64) claudeq.Micros {
 	if tokens <= 0 || rate <= 0 {
 		return 0
 	}
@@ -171,11 +156,11 @@ func classCost(tokens int64, rate Rate, discountPct int64) Micros {
 	if q > math.MaxInt64 {
 		return math.MaxInt64
 	}
-	return Micros(q)
+	return claudeq.Micros(q)
 }
 
 // addSat adds without overflowing.
-func addSat(a, b Micros) Micros {
+func addSat(a, b claudeq.Micros) claudeq.Micros {
 	if b > 0 && a > math.MaxInt64-b {
 		return math.MaxInt64
 	}

@@ -403,15 +403,15 @@ func (t *Table) version(id string, at time.Time) Version {
 
 // Breakdown is a cost split by token class.
 type Breakdown struct {
-	Input        Micros `json:"input" bson:"input"`
-	Output       Micros `json:"output" bson:"output"`
-	CacheWrite5m Micros `json:"cache_write_5m" bson:"cache_write_5m"`
-	CacheWrite1h Micros `json:"cache_write_1h" bson:"cache_write_1h"`
-	CacheRead    Micros `json:"cache_read" bson:"cache_read"`
+	Input        claudeq.Micros `json:"input" bson:"input"`
+	Output       claudeq.Micros `json:"output" bson:"output"`
+	CacheWrite5m claudeq.Micros `json:"cache_write_5m" bson:"cache_write_5m"`
+	CacheWrite1h claudeq.Micros `json:"cache_write_1h" bson:"cache_write_1h"`
+	CacheRead    claudeq.Micros `json:"cache_read" bson:"cache_read"`
 }
 
 // Total is the sum of the classes.
-func (b Breakdown) Total() Micros {
+func (b Breakdown) Total() claudeq.Micros {
 	return addSat(addSat(addSat(addSat(b.Input, b.Output), b.CacheWrite5m), b.CacheWrite1h), b.CacheRead)
 }
 
@@ -458,7 +458,7 @@ func (p Priced) Note() string {
 // cache_creation_input_tokens it does not attribute (all of them when it
 // is absent) are priced as 5-minute writes. Negative token counts are a
 // KindInvalidRequest error.
-func (t *Table) Cost(model string, u claudeq.Usage, batch bool, at time.Time) (Micros, Priced, error) {
+func (t *Table) Cost(model string, u claudeq.Usage, batch bool, at time.Time) (claudeq.Micros, Priced, error) {
 	id, by := t.resolve(model)
 	fallback := by == ByFallback
 	if u.InputTokens < 0 || u.OutputTokens < 0 || u.CacheCreationInputTokens < 0 || u.CacheReadInputTokens < 0 ||
@@ -498,7 +498,7 @@ func (t *Table) Cost(model string, u claudeq.Usage, batch bool, at time.Time) (M
 // table has that and both ids name the same family (an upstream may report
 // an id of its own for the model it was asked for), else the fallback.
 // Errors are Cost's.
-func (t *Table) CostFor(answered, requested string, u claudeq.Usage, batch bool, at time.Time) (Micros, Priced, error) {
+func (t *Table) CostFor(answered, requested string, u claudeq.Usage, batch bool, at time.Time) (claudeq.Micros, Priced, error) {
 	if answered == "" {
 		answered = requested
 	}
@@ -523,7 +523,7 @@ func (t *Table) CostFor(answered, requested string, u claudeq.Usage, batch bool,
 // Estimate. Since inputTokens is usually itself an estimate
 // (EstimateInputTokens), the long-prompt band is assumed once inputTokens
 // is above 80 % of its threshold. Errors are those of Resolve.
-func (t *Table) Estimate(model string, inputTokens, maxOutputTokens int64, batch bool, at time.Time) (Micros, Priced, error) {
+func (t *Table) Estimate(model string, inputTokens, maxOutputTokens int64, batch bool, at time.Time) (claudeq.Micros, Priced, error) {
 	id, by := t.resolve(model)
 	fallback := by == ByFallback
 	v := t.version(id, at)

@@ -19,7 +19,7 @@ var now = time.Date(2026, 11, 5, 12, 0, 0, 0, time.UTC)
 
 func TestDefaultTableMatchesReference(t *testing.T) {
 	t.Parallel()
-	// USD per MTok as in REFERENCE.md: input, output, cache write 5m / 1h, cache read.
+	// USD per MTok, Anthropic's list prices of December 2026 (docs/models.md): input, output, cache write 5m / 1h, cache read.
 	tests := []struct {
 		name                string
 		in, out, w5, w1, rd string
@@ -110,7 +110,7 @@ func TestFallbackIsNeverZero(t *testing.T) {
 	tab := Default()
 	c, p, err := tab.Cost("claude-fable-5-3", claudeq.Usage{InputTokens: 1000, OutputTokens: 1000}, false, now)
 	require.NoError(t, err)
-	require.Equal(t, Micros(10_000+50_000), c, "never zero: priced as the dearest fable")
+	require.Equal(t, claudeq.Micros(10_000+50_000), c, "never zero: priced as the dearest fable")
 	require.True(t, p.Fallback)
 	require.Equal(t, ByFallback, p.By())
 	require.Contains(t, p.Note(), "claude-fable-5-3")
@@ -124,7 +124,7 @@ func TestFallbackIsNeverZero(t *testing.T) {
 	c, p, err = tab.CostFor("claude-fable-5-3-20261201", "claude-fable-5-2", claudeq.Usage{InputTokens: 1000}, false, now)
 	require.NoError(t, err)
 	require.Equal(t, "claude-fable-5-2", p.Model, "an answering id the table lacks: the requested model's price")
-	require.Equal(t, Micros(8000), c)
+	require.Equal(t, claudeq.Micros(8000), c)
 	_, p, err = tab.CostFor("claude-opus-9", "claude-haiku-4-5", claudeq.Usage{InputTokens: 1000}, false, now)
 	require.NoError(t, err)
 	require.Equal(t, "claude-opus-4-0", p.Model, "an answering model of another family is not priced as the one asked for")
@@ -138,7 +138,7 @@ func TestCost(t *testing.T) {
 		model     string
 		usage     claudeq.Usage
 		batch     bool
-		want      Micros
+		want      claudeq.Micros
 		breakdown Breakdown
 		priced    string // model id priced
 		fallback  bool
@@ -237,8 +237,8 @@ models:
 	tests := []struct {
 		name      string
 		at        time.Time
-		readMicro Micros // cost of 1M cache-read tokens
-		inMicro   Micros // cost of 1M input tokens, batch
+		readMicro claudeq.Micros // cost of 1M cache-read tokens
+		inMicro   claudeq.Micros // cost of 1M input tokens, batch
 		from      string
 	}{
 		{name: "before every version: the oldest applies", at: time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC), readMicro: 200_000, inMicro: 1_000_000, from: "2026-01-01"},
@@ -270,7 +270,7 @@ func TestEstimate(t *testing.T) {
 		model    string
 		in, out  int64
 		batch    bool
-		want     Micros
+		want     claudeq.Micros
 		long     bool
 		fallback bool
 	}{
@@ -354,10 +354,10 @@ catalog:
 				require.Len(t, tab.Versions("claude-sonnet-5-5"), 3)
 				c, _, err := tab.Cost("claude-sonnet-5-5", claudeq.Usage{InputTokens: 1_000_000}, false, time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC))
 				require.NoError(t, err)
-				require.Equal(t, Micros(1_500_000), c)
+				require.Equal(t, claudeq.Micros(1_500_000), c)
 				c, _, err = tab.Cost("claude-sonnet-5-5", claudeq.Usage{CacheReadInputTokens: 1_000_000}, false, time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC))
 				require.NoError(t, err)
-				require.Equal(t, Micros(200_000), c)
+				require.Equal(t, claudeq.Micros(200_000), c)
 				require.Contains(t, tab.Models(), "claude-opus-4-5")
 				id, by := tab.Resolve("claude-fable-5-3")
 				require.Equal(t, "claude-fable-5-3", id)
@@ -370,7 +370,7 @@ catalog:
 				require.Len(t, tab.Versions("claude-opus-5-5"), 1)
 				c, _, err := tab.Cost("claude-opus-5-5", claudeq.Usage{InputTokens: 1_000_000}, false, now)
 				require.NoError(t, err)
-				require.Equal(t, Micros(4_500_000), c)
+				require.Equal(t, claudeq.Micros(4_500_000), c)
 			}},
 		{name: "replace_defaults stands alone", path: write("c.yaml", `
 replace_defaults: true
@@ -390,7 +390,7 @@ models:
 				require.Len(t, tab.Versions("claude-opus-5-5"), 1)
 				c, _, err := tab.Cost("claude-opus-5-5", claudeq.Usage{InputTokens: 1_000_000}, false, now)
 				require.NoError(t, err)
-				require.Equal(t, Micros(4_500_000), c)
+				require.Equal(t, claudeq.Micros(4_500_000), c)
 			}},
 		{name: "empty path is the default", path: "", check: func(t *testing.T, tab *Table) { require.Same(t, Default(), tab) }},
 		{name: "unknown field", path: write("d.yaml", "modles: {}\n"), wantErr: "modles"},
@@ -424,7 +424,7 @@ func TestParseUSD(t *testing.T) {
 	t.Parallel()
 	usd, err := ParseUSD("12.50")
 	require.NoError(t, err)
-	require.Equal(t, 12_500_000*Micros(1), usd)
+	require.Equal(t, 12_500_000*claudeq.Micros(1), usd)
 	_, err = ParseUSD("-1")
 	require.Error(t, err)
 }
@@ -433,7 +433,7 @@ func TestMicrosAndRates(t *testing.T) {
 	t.Parallel()
 	money := []struct {
 		name string
-		m    Micros
+		m    claudeq.Micros
 		want string
 	}{
 		{name: "zero", m: 0, want: "$0.00"},

@@ -202,7 +202,7 @@ func (q *Queue) State(ctx context.Context, id string) (*State, error) {
 	}, nil
 }
 
-// Returns the status before the call (” when unknown or not the owner's).
+// Returns the status before the call ("" when unknown or not the owner's).
 var cancelScript = redis.NewScript(`
 local v = redis.call('HMGET', KEYS[1], 'st', 'u')
 if not v[1] or v[2] ~= ARGV[1] then return '' end
@@ -224,7 +224,7 @@ func (q *Queue) Cancel(ctx context.Context, id, userID string, now time.Time) (c
 	return claudeq.Status(s), nil
 }
 
-// Returns the status before the call (” when the state is missing).
+// Returns the status before the call ("" when the state is missing).
 var startScript = redis.NewScript(`
 local st = redis.call('HGET', KEYS[1], 'st')
 if not st then return '' end

@@ -11,7 +11,7 @@ import (
 
 // SettleIn is Settle through b: the call joins b's next pipeline and done
 // (if set) gets its error, on b's goroutine.
-func (q *Quota) SettleIn(b *redisbatch.Batcher, jobID string, actual Micros, done func(error)) {
+func (q *Quota) SettleIn(b *redisbatch.Batcher, jobID string, actual claudeq.Micros, done func(error)) {
 	const op = "quota.Settle"
 	if jobID == "" || actual < 0 {
 		call(done, &claudeq.Error{Kind: claudeq.KindInvalidRequest, Op: op, Msg: "settle needs a job id and a non-negative cost"})

@@ -5,7 +5,7 @@
 //
 // # Budgets
 //
-// Four budgets, in integer micro-dollars ([Micros]), 0 meaning unlimited:
+// Four budgets, in integer micro-dollars ([claudeq.Micros]), 0 meaning unlimited:
 // the daily budget of each user, of each department, of the whole gateway,
 // and the monthly budget of the whole gateway. Defaults come from
 // [Options]; [Quota.SetLimit] stores per-id overrides in Redis.

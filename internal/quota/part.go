@@ -72,17 +72,17 @@ return st
 // counters and actual joins the spent ones, on the reservation's day. A
 // part is settled or released once; later calls are no-ops. Redis errors
 // are KindUnavailable; retry.
-func (q *Quota) SettlePart(ctx context.Context, resID, partID string, reserved, actual Micros) error {
+func (q *Quota) SettlePart(ctx context.Context, resID, partID string, reserved, actual claudeq.Micros) error {
 	return q.part(ctx, "quota.SettlePart", resID, partID, reserved, actual)
 }
 
 // ReleasePart gives back the reserved amount of one part of reservation
 // resID (its call failed or never ran). A part is settled or released once.
-func (q *Quota) ReleasePart(ctx context.Context, resID, partID string, reserved Micros) error {
+func (q *Quota) ReleasePart(ctx context.Context, resID, partID string, reserved claudeq.Micros) error {
 	return q.part(ctx, "quota.ReleasePart", resID, partID, reserved, 0)
 }
 
-func (q *Quota) part(ctx context.Context, op, resID, partID string, reserved, actual Micros) error {
+func (q *Quota) part(ctx context.Context, op, resID, partID string, reserved, actual claudeq.Micros) error {
 	if resID == "" || partID == "" || reserved < 0 || actual < 0 {
 		return &claudeq.Error{Kind: claudeq.KindInvalidRequest, Op: op, Msg: "a part needs a reservation id, a part id and non-negative amounts"}
 	}

@@ -30,22 +30,22 @@ func TestPartsCloseOneReservationPieceByPiece(t *testing.T) {
 	require.NoError(t, b.q.SettlePart(ctx, "msgbatch_a", "msgbatch_a:r1", 300, 120), "a repeated settle is a no-op")
 	require.NoError(t, b.q.ReleasePart(ctx, "msgbatch_a", "msgbatch_a:r1", 300), "a release after the settle is a no-op")
 	st := b.status(t, "u1", "eng")
-	require.Equal(t, Micros(120), st["user/daily"].Spent)
-	require.Equal(t, Micros(600), st["user/daily"].Reserved)
-	require.Equal(t, Micros(600), st["department/daily"].Reserved)
-	require.Equal(t, Micros(600), st["total/daily"].Reserved)
-	require.Equal(t, Micros(600), st["total/monthly"].Reserved)
+	require.Equal(t, claudeq.Micros(120), st["user/daily"].Spent)
+	require.Equal(t, claudeq.Micros(600), st["user/daily"].Reserved)
+	require.Equal(t, claudeq.Micros(600), st["department/daily"].Reserved)
+	require.Equal(t, claudeq.Micros(600), st["total/daily"].Reserved)
+	require.Equal(t, claudeq.Micros(600), st["total/monthly"].Reserved)
 
 	require.NoError(t, b.q.ReleasePart(ctx, "msgbatch_a", "msgbatch_a:r2", 300))
 	require.NoError(t, b.q.ReleasePart(ctx, "msgbatch_a", "msgbatch_a:r2", 300))
 	st = b.status(t, "u1", "eng")
-	require.Equal(t, Micros(300), st["user/daily"].Reserved)
+	require.Equal(t, claudeq.Micros(300), st["user/daily"].Reserved)
 
 	// A part above what is left takes only what is left.
 	require.NoError(t, b.q.SettlePart(ctx, "msgbatch_a", "msgbatch_a:r3", 500, 10))
 	st = b.status(t, "u1", "eng")
-	require.Equal(t, Micros(0), st["user/daily"].Reserved)
-	require.Equal(t, Micros(130), st["user/daily"].Spent)
+	require.Equal(t, claudeq.Micros(0), st["user/daily"].Reserved)
+	require.Equal(t, claudeq.Micros(130), st["user/daily"].Spent)
 
 	require.NoError(t, b.q.Release(ctx, "msgbatch_a"))
 	// The set of closed parts lives as long as the record, which the
@@ -58,13 +58,13 @@ func TestPartsCloseOneReservationPieceByPiece(t *testing.T) {
 	// After the whole release, a late part books its cost and nothing else.
 	require.NoError(t, b.q.SettlePart(ctx, "msgbatch_a", "msgbatch_a:r4", 100, 7))
 	st = b.status(t, "u1", "eng")
-	require.Equal(t, Micros(0), st["user/daily"].Reserved)
-	require.Equal(t, Micros(137), st["user/daily"].Spent)
-	require.Equal(t, Micros(137), st["total/monthly"].Spent)
+	require.Equal(t, claudeq.Micros(0), st["user/daily"].Reserved)
+	require.Equal(t, claudeq.Micros(137), st["user/daily"].Spent)
+	require.Equal(t, claudeq.Micros(137), st["total/monthly"].Spent)
 
 	h, err := b.q.Hold(ctx, "msgbatch_a")
 	require.NoError(t, err)
-	require.Equal(t, Micros(137), h.Actual)
+	require.Equal(t, claudeq.Micros(137), h.Actual)
 
 	// Parts of an unknown reservation are no-ops.
 	require.NoError(t, b.q.SettlePart(ctx, "msgbatch_none", "p", 1, 1))
@@ -96,8 +96,8 @@ func TestPartsConcurrentNeverDoubleCount(t *testing.T) {
 	}
 	wg.Wait()
 	st := b.status(t, "u1", "")
-	require.Equal(t, Micros(0), st["user/daily"].Reserved)
-	require.Equal(t, Micros(n/2*3), st["user/daily"].Spent)
+	require.Equal(t, claudeq.Micros(0), st["user/daily"].Reserved)
+	require.Equal(t, claudeq.Micros(n/2*3), st["user/daily"].Spent)
 }
 
 func TestCountRequestsAllOrNone(t *testing.T) {

@@ -14,27 +14,6 @@ import (
 	"github.com/claudeq/claudeq/internal/claudeq"
 )
 
-// Micros is an amount of money in micro-dollars: 1 USD = 1,000,000 Micros.
-type Micros int64
-
-// String formats m as dollars, e.g. "$1.25", "$0.000125".
-func (m Micros) String() string {
-	neg := m < 0
-	u := uint64(m)
-	if neg {
-		u = uint64(-m)
-	}
-	frac := strings.TrimRight(fmt.Sprintf("%06d", u%1_000_000), "0")
-	for len(frac) < 2 {
-		frac += "0"
-	}
-	s := "$" + strconv.FormatUint(u/1_000_000, 10) + "." + frac
-	if neg {
-		s = "-" + s
-	}
-	return s
-}
-
 // Scope names what a budget applies to.
 type Scope string
 
@@ -61,13 +40,13 @@ const (
 // the real clock.
 type Options struct {
 	// UserDaily is each user's default daily budget; 0 = unlimited.
-	UserDaily Micros
+	UserDaily claudeq.Micros
 	// DepartmentDaily is each department's default daily budget; 0 = unlimited.
-	DepartmentDaily Micros
+	DepartmentDaily claudeq.Micros
 	// TotalDaily is the whole gateway's daily budget; 0 = unlimited.
-	TotalDaily Micros
+	TotalDaily claudeq.Micros
 	// TotalMonthly is the whole gateway's monthly budget; 0 = unlimited.
-	TotalMonthly Micros
+	TotalMonthly claudeq.Micros
 	// Location is the time zone whose midnight starts a day. Default UTC.
 	Location *time.Location
 	// Now is the clock. Default time.Now.
@@ -112,7 +91,7 @@ func New(rdb redis.UniversalClient, opts Options) (*Quota, error) {
 	var errs []error
 	for _, l := range []struct {
 		name string
-		v    Micros
+		v    claudeq.Micros
 	}{{"UserDaily", opts.UserDaily}, {"DepartmentDaily", opts.DepartmentDaily}, {"TotalDaily", opts.TotalDaily}, {"TotalMonthly", opts.TotalMonthly}} {
 		if l.v < 0 {
 			errs = append(errs, fmt.Errorf("quota: %s must not be negative", l.name))
@@ -181,10 +160,10 @@ func unavailable(op string, err error) error {
 
 // Reservation is a hold on the budgets for one job.
 type Reservation struct {
-	JobID      string // the idempotency key of the reservation (required)
-	UserID     string // required
-	Department string // optional: no department budget when empty
-	Amount     Micros // the worst-case cost, see pricing.Table.Estimate
+	JobID      string         // the idempotency key of the reservation (required)
+	UserID     string         // required
+	Department string         // optional: no department budget when empty
+	Amount     claudeq.Micros // the worst-case cost, see pricing.Table.Estimate
 }
 
 // scopeRef is one budget a reservation touches.
@@ -193,8 +172,8 @@ type scopeRef struct {
 	period Period
 	id     string
 	key    string
-	field  string // limit override field
-	def    Micros // default limit
+	field  string         // limit override field
+	def    claudeq.Micros // default limit
 	expire time.Time
 	index  bool // listed in the day's scope index
 	resets time.Time
@@ -274,8 +253,8 @@ func (q *Quota) Reserve(ctx context.Context, r Reservation) error {
 	reserved, _ := res[4].(int64)
 	ex := &Exceeded{
 		Scope: s.scope, Period: s.period, ID: s.id,
-		Limit: Micros(limit), Spent: Micros(spent), Reserved: Micros(reserved),
-		Left: max(0, Micros(limit-spent-reserved)), Needed: r.Amount, ResetsAt: s.resets,
+		Limit: claudeq.Micros(limit), Spent: claudeq.Micros(spent), Reserved: claudeq.Micros(reserved),
+		Left: max(0, claudeq.Micros(limit-spent-reserved)), Needed: r.Amount, ResetsAt: s.resets,
 	}
 	return &claudeq.Error{Kind: claudeq.KindQuotaExceeded, Op: op, Msg: ex.Message(), Err: ex, RetryAfter: s.resets.Sub(now)}
 }
@@ -283,15 +262,15 @@ func (q *Quota) Reserve(ctx context.Context, r Reservation) error {
 // Exceeded details a refused reservation, for the api to render. Retrieve
 // it with errors.As from Reserve's error.
 type Exceeded struct {
-	Scope    Scope     `json:"scope"`
-	Period   Period    `json:"period"`
-	ID       string    `json:"id"` // user id, department, or TotalID
-	Limit    Micros    `json:"limit_micros"`
-	Spent    Micros    `json:"spent_micros"`
-	Reserved Micros    `json:"reserved_micros"` // held by jobs still running
-	Left     Micros    `json:"left_micros"`     // Limit − Spent − Reserved, at least 0
-	Needed   Micros    `json:"needed_micros"`   // the refused reservation's amount
-	ResetsAt time.Time `json:"resets_at"`
+	Scope    Scope          `json:"scope"`
+	Period   Period         `json:"period"`
+	ID       string         `json:"id"` // user id, department, or TotalID
+	Limit    claudeq.Micros `json:"limit_micros"`
+	Spent    claudeq.Micros `json:"spent_micros"`
+	Reserved claudeq.Micros `json:"reserved_micros"` // held by jobs still running
+	Left     claudeq.Micros `json:"left_micros"`     // Limit − Spent − Reserved, at least 0
+	Needed   claudeq.Micros `json:"needed_micros"`   // the refused reservation's amount
+	ResetsAt time.Time      `json:"resets_at"`
 }
 
 // Error implements error. It is short: the *claudeq.Error that wraps it
@@ -326,7 +305,7 @@ func (e *Exceeded) Message() string {
 // how far). A Settle after a Release books actual as spent without
 // touching reserved: the call happened, and the counters must agree with
 // the ledger. Redis errors are KindUnavailable; retry.
-func (q *Quota) Settle(ctx context.Context, jobID string, actual Micros) error {
+func (q *Quota) Settle(ctx context.Context, jobID string, actual claudeq.Micros) error {
 	const op = "quota.Settle"
 	if jobID == "" || actual < 0 {
 		return &claudeq.Error{Kind: claudeq.KindInvalidRequest, Op: op, Msg: "settle needs a job id and a non-negative cost"}
@@ -370,9 +349,9 @@ type Hold struct {
 	JobID      string
 	UserID     string
 	Department string
-	Day        string // the quota day it was made, and is settled on
-	Amount     Micros // reserved
-	Actual     Micros // settled cost, once settled
+	Day        string         // the quota day it was made, and is settled on
+	Amount     claudeq.Micros // reserved
+	Actual     claudeq.Micros // settled cost, once settled
 	State      State
 	At         time.Time // when it was made
 }
@@ -391,7 +370,7 @@ func (q *Quota) Hold(ctx context.Context, jobID string) (Hold, error) {
 	num := func(k string) int64 { v, _ := strconv.ParseInt(m[k], 10, 64); return v }
 	return Hold{
 		JobID: jobID, UserID: m["user"], Department: m["dept"], Day: m["day"],
-		Amount: Micros(num("amount")), Actual: Micros(num("actual")), State: State(m["state"]),
+		Amount: claudeq.Micros(num("amount")), Actual: claudeq.Micros(num("actual")), State: State(m["state"]),
 		At: time.UnixMilli(num("at")).In(q.loc),
 	}, nil
 }
@@ -414,15 +393,15 @@ func (q *Quota) Stale(ctx context.Context, olderThan time.Duration) ([]string, e
 
 // ScopeStatus is one budget as the caller sees it.
 type ScopeStatus struct {
-	Scope     Scope     `json:"scope"`
-	Period    Period    `json:"period"`
-	ID        string    `json:"id"`
-	Limit     Micros    `json:"limit_micros"` // 0 when Unlimited
-	Unlimited bool      `json:"unlimited"`
-	Spent     Micros    `json:"spent_micros"`
-	Reserved  Micros    `json:"reserved_micros"`
-	Left      Micros    `json:"left_micros"` // 0 when Unlimited
-	ResetsAt  time.Time `json:"resets_at"`
+	Scope     Scope          `json:"scope"`
+	Period    Period         `json:"period"`
+	ID        string         `json:"id"`
+	Limit     claudeq.Micros `json:"limit_micros"` // 0 when Unlimited
+	Unlimited bool           `json:"unlimited"`
+	Spent     claudeq.Micros `json:"spent_micros"`
+	Reserved  claudeq.Micros `json:"reserved_micros"`
+	Left      claudeq.Micros `json:"left_micros"` // 0 when Unlimited
+	ResetsAt  time.Time      `json:"resets_at"`
 }
 
 // Status returns the budgets that apply to a user of department (empty:
@@ -499,18 +478,18 @@ func (q *Quota) read(ctx context.Context, op string, scopes []scopeRef) ([]Scope
 	return out, nil
 }
 
-func micros(v any) Micros {
+func micros(v any) claudeq.Micros {
 	s, _ := v.(string)
 	n, _ := strconv.ParseInt(s, 10, 64)
-	return Micros(n)
+	return claudeq.Micros(n)
 }
 
 // Limits are a scope id's budgets and whether they are overrides.
 type Limits struct {
-	Daily           Micros `json:"daily_micros"` // 0 = unlimited
-	DailyOverride   bool   `json:"daily_override"`
-	Monthly         Micros `json:"monthly_micros,omitempty"` // ScopeTotal only
-	MonthlyOverride bool   `json:"monthly_override,omitempty"`
+	Daily           claudeq.Micros `json:"daily_micros"` // 0 = unlimited
+	DailyOverride   bool           `json:"daily_override"`
+	Monthly         claudeq.Micros `json:"monthly_micros,omitempty"` // ScopeTotal only
+	MonthlyOverride bool           `json:"monthly_override,omitempty"`
 }
 
 func (q *Quota) checkScope(op string, scope Scope, id string) (string, error) {
@@ -532,7 +511,7 @@ func (q *Quota) checkScope(op string, scope Scope, id string) (string, error) {
 // SetLimit overrides the daily budget of one user, one department or the
 // gateway (id TotalID) in Redis; 0 makes it unlimited. It applies to the
 // next reservation, on every replica at once.
-func (q *Quota) SetLimit(ctx context.Context, scope Scope, id string, daily Micros) error {
+func (q *Quota) SetLimit(ctx context.Context, scope Scope, id string, daily claudeq.Micros) error {
 	const op = "quota.SetLimit"
 	f, err := q.checkScope(op, scope, id)
 	if err != nil {
@@ -549,7 +528,7 @@ func (q *Quota) SetLimit(ctx context.Context, scope Scope, id string, daily Micr
 
 // SetMonthlyLimit overrides the gateway's monthly budget; 0 makes it
 // unlimited.
-func (q *Quota) SetMonthlyLimit(ctx context.Context, monthly Micros) error {
+func (q *Quota) SetMonthlyLimit(ctx context.Context, monthly claudeq.Micros) error {
 	const op = "quota.SetMonthlyLimit"
 	if monthly < 0 {
 		return &claudeq.Error{Kind: claudeq.KindInvalidRequest, Op: op, Msg: "a limit must not be negative"}
@@ -613,7 +592,7 @@ func (q *Quota) Limit(ctx context.Context, scope Scope, id string) (Limits, erro
 type SpentEntry struct {
 	UserID     string
 	Department string // empty: no department
-	Spent      Micros
+	Spent      claudeq.Micros
 }
 
 // Rebuild rewrites the spent counters of day ("YYYY-MM-DD") from ledger
@@ -639,8 +618,8 @@ func (q *Quota) Rebuild(ctx context.Context, day string, entries []SpentEntry) e
 	if end.AddDate(0, 0, -1).After(now) {
 		return &claudeq.Error{Kind: claudeq.KindInvalidRequest, Op: op, Msg: fmt.Sprintf("day %s has not started", day)}
 	}
-	sums := map[string]Micros{}
-	var total Micros
+	sums := map[string]claudeq.Micros{}
+	var total claudeq.Micros
 	for _, e := range entries {
 		if e.UserID == "" || e.Spent < 0 {
 			return &claudeq.Error{Kind: claudeq.KindInvalidRequest, Op: op, Msg: "rebuild entries need a user id and a non-negative amount"}

@@ -77,18 +77,18 @@ func (b *testBundle) status(t *testing.T, user, dept string) map[string]ScopeSta
 }
 
 // counts returns spent and reserved of the four scopes of u1/eng.
-func (b *testBundle) counts(t *testing.T) map[string][2]Micros {
+func (b *testBundle) counts(t *testing.T) map[string][2]claudeq.Micros {
 	t.Helper()
-	out := map[string][2]Micros{}
+	out := map[string][2]claudeq.Micros{}
 	for k, s := range b.status(t, "u1", "eng") {
-		out[k] = [2]Micros{s.Spent, s.Reserved}
+		out[k] = [2]claudeq.Micros{s.Spent, s.Reserved}
 	}
 	return out
 }
 
-func all(spent, reserved Micros) map[string][2]Micros {
-	v := [2]Micros{spent, reserved}
-	return map[string][2]Micros{"user/daily": v, "department/daily": v, "total/daily": v, "total/monthly": v}
+func all(spent, reserved claudeq.Micros) map[string][2]claudeq.Micros {
+	v := [2]claudeq.Micros{spent, reserved}
+	return map[string][2]claudeq.Micros{"user/daily": v, "department/daily": v, "total/daily": v, "total/monthly": v}
 }
 
 func TestReserveSettleRelease(t *testing.T) {
@@ -96,12 +96,12 @@ func TestReserveSettleRelease(t *testing.T) {
 	type step struct {
 		op     string // reserve, settle, release
 		job    string
-		amount Micros
+		amount claudeq.Micros
 	}
 	tests := []struct {
 		name  string
 		steps []step
-		want  map[string][2]Micros // spent, reserved per scope
+		want  map[string][2]claudeq.Micros // spent, reserved per scope
 	}{
 		{name: "reserve holds on every scope", steps: []step{{"reserve", "j1", 500}}, want: all(0, 500)},
 		{name: "settle moves reserved to spent at the actual cost", steps: []step{{"reserve", "j1", 500}, {"settle", "j1", 320}}, want: all(320, 0)},
@@ -167,7 +167,7 @@ func TestConcurrentSettleOfOneJobBooksOnce(t *testing.T) {
 	h, err := b.q.Hold(ctx, "j")
 	require.NoError(t, err)
 	require.Equal(t, StateSettled, h.State)
-	require.Equal(t, Micros(750), h.Actual)
+	require.Equal(t, claudeq.Micros(750), h.Actual)
 }
 
 func TestReserveRefusal(t *testing.T) {
@@ -176,13 +176,13 @@ func TestReserveRefusal(t *testing.T) {
 		name     string
 		opts     Options
 		override func(ctx context.Context, q *Quota) error
-		pre      Micros // settled before, for u1/eng
-		amount   Micros
+		pre      claudeq.Micros // settled before, for u1/eng
+		amount   claudeq.Micros
 		scope    Scope
 		period   Period
 		id       string
-		limit    Micros
-		left     Micros
+		limit    claudeq.Micros
+		left     claudeq.Micros
 		resets   time.Time
 		msg      string
 	}{
@@ -275,8 +275,8 @@ func TestBudgetsNeverExceededUnderConcurrency(t *testing.T) {
 	tests := []struct {
 		name         string
 		opts         Options
-		monthPrefill Micros // settled on an earlier day of the month
-		monthlyCap   Micros
+		monthPrefill claudeq.Micros // settled on an earlier day of the month
+		monthlyCap   claudeq.Micros
 		mustRefuse   []string // scopes that must have refused at least once
 	}{
 		{name: "daily caps bind", opts: Options{UserDaily: 60_000, DepartmentDaily: 200_000, TotalDaily: 500_000},
@@ -292,13 +292,13 @@ func TestBudgetsNeverExceededUnderConcurrency(t *testing.T) {
 			// Overrides make one user and one department bind early.
 			require.NoError(t, b.q.SetLimit(ctx, ScopeUser, "u0", 10_000))
 			require.NoError(t, b.q.SetLimit(ctx, ScopeDepartment, "d1", 30_000))
-			userCap := func(u string) Micros {
+			userCap := func(u string) claudeq.Micros {
 				if u == "u0" {
 					return 10_000
 				}
 				return tt.opts.UserDaily
 			}
-			deptCap := func(d string) Micros {
+			deptCap := func(d string) claudeq.Micros {
 				if d == "d1" {
 					return 30_000
 				}
@@ -320,7 +320,7 @@ func TestBudgetsNeverExceededUnderConcurrency(t *testing.T) {
 			day, month := b.q.Day(b.clock.Now()), b.clock.Now().Format("2006-01")
 			type watched struct {
 				key string
-				cap Micros
+				cap claudeq.Micros
 			}
 			var w []watched
 			for u := range users {
@@ -361,7 +361,7 @@ func TestBudgetsNeverExceededUnderConcurrency(t *testing.T) {
 					for i, c := range cmds {
 						v := c.(*redis.SliceCmd).Val()
 						s, r := micros(v[0]), micros(v[1])
-						if over := s + r - w[i].cap; over > 0 && over > Micros(overshoot.Load()) {
+						if over := s + r - w[i].cap; over > 0 && over > claudeq.Micros(overshoot.Load()) {
 							overshoot.Store(int64(over))
 						}
 						if r < 0 {
@@ -374,7 +374,7 @@ func TestBudgetsNeverExceededUnderConcurrency(t *testing.T) {
 
 			var (
 				mu      sync.Mutex
-				settled = map[string]Micros{} // watched key → sum of settled actuals
+				settled = map[string]claudeq.Micros{} // watched key → sum of settled actuals
 				refused = map[string]int{}
 				okCount atomic.Int64
 			)
@@ -388,7 +388,7 @@ func TestBudgetsNeverExceededUnderConcurrency(t *testing.T) {
 						u := r.IntN(users)
 						user, dept := "u"+strconv.Itoa(u), "d"+strconv.Itoa(u%depts)
 						job := fmt.Sprintf("g%d-%d", g, i)
-						amount := Micros(1 + r.IntN(5000))
+						amount := claudeq.Micros(1 + r.IntN(5000))
 						err := b.q.Reserve(ctx, Reservation{JobID: job, UserID: user, Department: dept, Amount: amount})
 						if err != nil {
 							var ex *Exceeded
@@ -409,7 +409,7 @@ func TestBudgetsNeverExceededUnderConcurrency(t *testing.T) {
 							}
 							continue
 						}
-						actual := Micros(r.Int64N(int64(amount) + 1))
+						actual := claudeq.Micros(r.Int64N(int64(amount) + 1))
 						if err := b.q.Settle(ctx, job, actual); err != nil {
 							t.Error(err)
 							return
@@ -439,7 +439,7 @@ func TestBudgetsNeverExceededUnderConcurrency(t *testing.T) {
 				v, err := b.rdb.HMGet(ctx, x.key, "s", "r").Result()
 				require.NoError(t, err)
 				require.Equal(t, settled[x.key], micros(v[0]), "spent of %s", x.key)
-				require.Equal(t, Micros(0), micros(v[1]), "reserved of %s", x.key)
+				require.Equal(t, claudeq.Micros(0), micros(v[1]), "reserved of %s", x.key)
 			}
 			stale, err := b.q.Stale(ctx, 0)
 			require.NoError(t, err)
@@ -454,7 +454,7 @@ func TestMidnight(t *testing.T) {
 		name            string
 		reserveAt       time.Time
 		settleAt        time.Time
-		firstMonthSpent Micros // monthly spent seen on the second day
+		firstMonthSpent claudeq.Micros // monthly spent seen on the second day
 	}{
 		{name: "within a month", reserveAt: at(3, 10, 23, 59, 59), settleAt: at(3, 11, 0, 0, 1), firstMonthSpent: 700},
 		{name: "across a month", reserveAt: at(3, 31, 23, 59, 59), settleAt: at(4, 1, 0, 0, 1), firstMonthSpent: 0},
@@ -481,12 +481,12 @@ func TestMidnight(t *testing.T) {
 			require.Equal(t, b.q.Day(tt.reserveAt), h.Day)
 			v, err := b.rdb.HMGet(ctx, b.q.userKey(b.q.Day(tt.reserveAt), "u1"), "s", "r").Result()
 			require.NoError(t, err)
-			require.Equal(t, []Micros{700, 0}, []Micros{micros(v[0]), micros(v[1])})
+			require.Equal(t, []claudeq.Micros{700, 0}, []claudeq.Micros{micros(v[0]), micros(v[1])})
 			// ...and the new day still starts at 0, with its whole budget.
 			st = b.status(t, "u1", "eng")
-			require.Equal(t, Micros(0), st["user/daily"].Spent)
-			require.Equal(t, Micros(0), st["total/daily"].Spent)
-			require.Equal(t, Micros(1000), st["user/daily"].Left)
+			require.Equal(t, claudeq.Micros(0), st["user/daily"].Spent)
+			require.Equal(t, claudeq.Micros(0), st["total/daily"].Spent)
+			require.Equal(t, claudeq.Micros(1000), st["user/daily"].Left)
 			require.Equal(t, tt.firstMonthSpent, st["total/monthly"].Spent)
 			require.NoError(t, b.q.Reserve(ctx, Reservation{JobID: "k", UserID: "u1", Amount: 1000}))
 		})
@@ -512,7 +512,7 @@ func TestNoResetHook(t *testing.T) {
 	for _, q := range []*Quota{b.q, other} {
 		st, err := q.Status(ctx, "u1", "")
 		require.NoError(t, err)
-		require.Equal(t, Micros(0), st[0].Spent)
+		require.Equal(t, claudeq.Micros(0), st[0].Spent)
 	}
 	// The finished day keeps its counters.
 	v, err := b.rdb.HGet(ctx, b.q.userKey(b.q.Day(at(6, 1, 22, 0, 0)), "u1"), "s").Result()
@@ -603,15 +603,15 @@ func TestCountersAlwaysExpire(t *testing.T) {
 	// in full against the limit.
 	reserve("j5", "u1", "eng")
 	st := b.status(t, "u1", "eng")
-	require.Equal(t, Micros(5), st["user/daily"].Reserved, "not 5 less: the vanished counter's reserved amount was not left at -5")
-	require.Equal(t, Micros(5), st["department/daily"].Reserved)
+	require.Equal(t, claudeq.Micros(5), st["user/daily"].Reserved, "not 5 less: the vanished counter's reserved amount was not left at -5")
+	require.Equal(t, claudeq.Micros(5), st["department/daily"].Reserved)
 	require.NoError(t, b.q.Release(ctx, "j5"))
 	for k := range counters("u2", "ops") {
 		require.NoError(t, b.rdb.Del(ctx, k).Err())
 	}
 	require.NoError(t, b.q.Release(ctx, "j2"))
 	expiries(t, counters("u2", "ops"))
-	require.Equal(t, Micros(0), b.status(t, "u2", "ops")["user/daily"].Reserved)
+	require.Equal(t, claudeq.Micros(0), b.status(t, "u2", "ops")["user/daily"].Reserved)
 
 	// A settle after a release books spent on counters that may be gone.
 	reserve("j3", "u3", "eng")
@@ -620,7 +620,7 @@ func TestCountersAlwaysExpire(t *testing.T) {
 	require.NoError(t, b.q.Settle(ctx, "j3", 2))
 	expiries(t, map[string]int64{b.q.userKey(day, "u3"): dayExp})
 	st = b.status(t, "u3", "eng")
-	require.Equal(t, Micros(2), st["user/daily"].Spent)
+	require.Equal(t, claudeq.Micros(2), st["user/daily"].Spent)
 
 	// A part of a shared reservation (a batch request) too, and after the
 	// whole reservation was released.
@@ -628,7 +628,7 @@ func TestCountersAlwaysExpire(t *testing.T) {
 	require.NoError(t, b.rdb.Del(ctx, b.q.userKey(day, "u4")).Err())
 	require.NoError(t, b.q.SettlePart(ctx, "batch", "item1", 2, 1))
 	expiries(t, map[string]int64{b.q.userKey(day, "u4"): dayExp})
-	require.Equal(t, Micros(0), b.status(t, "u4", "eng")["user/daily"].Reserved, "0, not -2")
+	require.Equal(t, claudeq.Micros(0), b.status(t, "u4", "eng")["user/daily"].Reserved, "0, not -2")
 	require.NoError(t, b.q.Release(ctx, "batch"))
 	require.NoError(t, b.rdb.Del(ctx, b.q.userKey(day, "u4")).Err())
 	require.NoError(t, b.q.SettlePart(ctx, "batch", "item2", 2, 1))
@@ -674,7 +674,7 @@ func TestHoldAndStale(t *testing.T) {
 	start := b.clock.Now()
 	for i, job := range []string{"a", "b", "c", "d"} {
 		b.clock.Set(start.Add(time.Duration(i) * time.Minute))
-		require.NoError(t, b.q.Reserve(ctx, Reservation{JobID: job, UserID: "u1", Department: "eng", Amount: Micros(100 * (i + 1))}))
+		require.NoError(t, b.q.Reserve(ctx, Reservation{JobID: job, UserID: "u1", Department: "eng", Amount: claudeq.Micros(100 * (i + 1))}))
 	}
 	require.NoError(t, b.q.Settle(ctx, "a", 50))
 	require.NoError(t, b.q.Release(ctx, "c"))
@@ -734,7 +734,7 @@ func TestLimits(t *testing.T) {
 	// Unlimited user: Status says so and Reserve is bounded only by the others.
 	st := b.status(t, "alice", "eng")
 	require.True(t, st["user/daily"].Unlimited)
-	require.Equal(t, Micros(250), st["department/daily"].Left)
+	require.Equal(t, claudeq.Micros(250), st["department/daily"].Left)
 	require.NoError(t, b.q.Reserve(ctx, Reservation{JobID: "j", UserID: "alice", Department: "eng", Amount: 250}))
 
 	require.NoError(t, b.q.ClearLimit(ctx, ScopeTotal, ""))
@@ -758,7 +758,7 @@ func TestRebuild(t *testing.T) {
 	b := setup(t, Options{})
 	ctx := context.Background()
 	day1 := b.clock.Now()
-	spend := func(job, user, dept string, m Micros) {
+	spend := func(job, user, dept string, m claudeq.Micros) {
 		require.NoError(t, b.q.Reserve(ctx, Reservation{JobID: job, UserID: user, Department: dept, Amount: m}))
 		require.NoError(t, b.q.Settle(ctx, job, m))
 	}
@@ -779,7 +779,7 @@ func TestRebuild(t *testing.T) {
 	tests := []struct {
 		name               string
 		key                string
-		spent, reservedNow Micros
+		spent, reservedNow claudeq.Micros
 	}{
 		{name: "user summed", key: b.q.userKey(d, "u1"), spent: 150, reservedNow: 40},
 		{name: "user unchanged", key: b.q.userKey(d, "u2"), spent: 200},
@@ -860,9 +860,9 @@ func TestNewOptions(t *testing.T) {
 			require.ErrorContains(t, err, tt.wantErr)
 		})
 	}
-	require.Equal(t, "$0.00", Micros(0).String())
-	require.Equal(t, "$1.50", Micros(1_500_000).String())
-	require.Equal(t, "-$0.000001", Micros(-1).String())
+	require.Equal(t, "$0.00", claudeq.Micros(0).String())
+	require.Equal(t, "$1.50", claudeq.Micros(1_500_000).String())
+	require.Equal(t, "-$0.000001", claudeq.Micros(-1).String())
 }
 
 // BenchmarkReserveSettle measures one reservation and its settle, from

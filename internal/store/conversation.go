@@ -30,7 +30,9 @@ type Turn struct {
 	Rerun bool
 }
 
-// Conversation is the stored document, with the original design's fields.
+// Conversation is the stored document: user_id, session_id, messages,
+// model_used, tokens_consumed, created_at, updated_at (the fields the
+// conversations collection had from the start, which reports read).
 type Conversation struct {
 	ID             string    `bson:"_id" json:"id"`
 	UserID         string    `bson:"user_id" json:"user_id"`

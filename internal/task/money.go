@@ -16,7 +16,7 @@ import (
 // settled to the real cost or released.
 type Quota interface {
 	Hold(ctx context.Context, jobID string) (quota.Hold, error)
-	Settle(ctx context.Context, jobID string, actual quota.Micros) error
+	Settle(ctx context.Context, jobID string, actual claudeq.Micros) error
 	Release(ctx context.Context, jobID string) error
 	Day(t time.Time) string
 }
@@ -34,7 +34,7 @@ func (h *JobHandler) reserveDeferred(ctx context.Context, p *job.Payload) error 
 	if !p.Deferred || !ok {
 		return nil
 	}
-	err := r.Reserve(ctx, job.Reservation(p.ID, p.UserID, p.Department, pricing.Micros(p.EstimateMicros)))
+	err := r.Reserve(ctx, job.Reservation(p.ID, p.UserID, p.Department, claudeq.Micros(p.EstimateMicros)))
 	if err == nil {
 		return nil
 	}
@@ -46,7 +46,7 @@ func (h *JobHandler) reserveDeferred(ctx context.Context, p *job.Payload) error 
 
 // Pricer prices real usage.
 type Pricer interface {
-	CostFor(answered, requested string, u claudeq.Usage, batch bool, at time.Time) (pricing.Micros, pricing.Priced, error)
+	CostFor(answered, requested string, u claudeq.Usage, batch bool, at time.Time) (claudeq.Micros, pricing.Priced, error)
 }
 
 // bill prices a succeeded job and returns its ledger entry (nil without
@@ -107,7 +107,7 @@ func (h *JobHandler) settle(ctx context.Context, p *job.Payload, j *claudeq.Job)
 	}
 	var err error
 	if j.Status == claudeq.StatusSucceeded {
-		err = h.Quota.Settle(ctx, j.ID, quota.Micros(j.CostMicros))
+		err = h.Quota.Settle(ctx, j.ID, claudeq.Micros(j.CostMicros))
 	} else {
 		err = h.Quota.Release(ctx, j.ID)
 	}
@@ -117,4 +117,4 @@ func (h *JobHandler) settle(ctx context.Context, p *job.Payload, j *claudeq.Job)
 	return nil
 }
 
-func quotaMicros(m int64) quota.Micros { return quota.Micros(m) }
+func quotaMicros(m int64) claudeq.Micros { return claudeq.Micros(m) }

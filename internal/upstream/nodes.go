@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/url"
 	"os"
 	"regexp"
@@ -15,34 +14,6 @@ import (
 
 	"github.com/claudeq/claudeq/internal/claudeq"
 )
-
-// Secret is a string that never prints: String, GoString, LogValue,
-// MarshalJSON, MarshalText and MarshalYAML all give "REDACTED". Reveal
-// returns the value for the one place that needs it (the SDK client).
-type Secret string
-
-const redacted = "REDACTED"
-
-// String implements fmt.Stringer.
-func (Secret) String() string { return redacted }
-
-// GoString implements fmt.GoStringer, so %#v redacts too.
-func (Secret) GoString() string { return `"` + redacted + `"` }
-
-// LogValue implements slog.LogValuer.
-func (Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
-
-// MarshalJSON implements json.Marshaler.
-func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
-
-// MarshalText implements encoding.TextMarshaler (map keys, XML, env dumps).
-func (Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
-
-// MarshalYAML implements yaml.Marshaler.
-func (Secret) MarshalYAML() (any, error) { return redacted, nil }
-
-// Reveal returns the secret's value.
-func (s Secret) Reveal() string { return string(s) }
 
 // NodeConfig describes one upstream node of a Fleet. It is a plain value;
 // copies are independent.
@@ -55,9 +26,9 @@ type NodeConfig struct {
 	// e.g. https://api.anthropic.com). It may carry a path prefix for a
 	// proxy, but no credentials, query or fragment.
 	URL string `json:"url" yaml:"url"`
-	// APIKey is sent as x-api-key. It never prints or marshals (see Secret).
+	// APIKey is sent as x-api-key. It never prints or marshals (see claudeq.Secret).
 	// Empty is allowed for proxies that add the key themselves.
-	APIKey Secret `json:"api_key" yaml:"api_key"`
+	APIKey claudeq.Secret `json:"api_key" yaml:"api_key"`
 	// Weight is the node's relative share under weighted_random and its
 	// capacity under least_connections (in-flight ÷ weight). LoadNodes
 	// defaults an absent weight to 1. 0 drains the node: no strategy picks
@@ -166,11 +137,11 @@ func parseNodes(b []byte, getenv func(string) string) ([]NodeConfig, error) {
 			if v == "" {
 				errs = append(errs, nodeErr(i, r.Name, "api_key: environment variable %s is unset or empty", m[1]))
 			}
-			n.APIKey = Secret(v)
+			n.APIKey = claudeq.Secret(v)
 		case strings.Contains(r.APIKey, "${"):
 			errs = append(errs, nodeErr(i, r.Name, `api_key: write a variable as the whole value, "${NAME}"`))
 		default:
-			n.APIKey = Secret(r.APIKey)
+			n.APIKey = claudeq.Secret(r.APIKey)
 		}
 		nodes[i] = n
 	}
